@@ -1,0 +1,509 @@
+"""The training runtime: shards -> `fit()` on a GAN -> a run directory you can resume.
+
+A run directory holds `config.toml` (the resolved config), `run.json` (arch, precision,
+seed, the dataset's info incl. normalisation, latest step), `checkpoints/` (a
+`tf.train.CheckpointManager` over both networks, both optimizers, the step counter and
+every model variable incl. seed-generator state and BEGAN's k_t), `samples/step_*.png`
+(generated from one fixed z, so sheets are comparable over time) and `logs/` (TensorBoard).
+
+Keras weights files do not hold optimizer state, so resume goes through tf.train.Checkpoint.
+The data stream is positioned by skipping the batches already consumed, which makes a
+resumed run see exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import keras
+import numpy as np
+
+from . import __version__
+from .config import dump_toml, load_config
+from .errors import ConfigError, DataError, TrainingDivergedError
+from .io_utils import atomic_write_json, atomic_write_text
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+RUN_JSON = "run.json"
+CONFIG_TOML = "config.toml"
+CHECKPOINT_DIR = "checkpoints"
+SAMPLES_DIR = "samples"
+LOGS_DIR = "logs"
+
+# Defaults for [train] keys this module reads; a config may set any of them.
+TRAIN_DEFAULTS = {
+    "batch_size": 64,
+    "steps": 1000,
+    "seed": 0,
+    "precision": "auto",
+    "sample_every": 500,
+    "checkpoint_every": 500,
+    "log_every": 50,
+    "steps_per_epoch": 100,
+    "max_checkpoints": 3,
+    "sample_count": 64,
+    "augment": False,
+}
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    precision: str
+    metrics: dict[str, float]
+    checkpoint: str | None
+    images_per_second: float
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    gan: Any
+    config: dict
+    step: int
+    dataset_info: dict
+    run_dir: Path
+    run_info: dict
+
+
+# --------------------------------------------------------------------------- public API
+
+def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None,
+          resume: bool = False, precision: str | None = None, strategy: str = "default",
+          seed: int | None = None, sample_every: int | None = None,
+          checkpoint_every: int | None = None, log_every: int | None = None,
+          verbose: int = 1, dataset_hook: Callable | None = None) -> TrainResult:
+    """Train the GAN described by `cfg` on the shards in `data_dir` into run dir `out_dir`.
+
+    Trains until the step counter reaches `steps` (total, not additional). With
+    `resume=True` continues the run in `out_dir` from its latest checkpoint.
+    `dataset_hook(ds) -> ds` transforms the image stream after positioning (tests use it
+    to inject NaNs; also usable for custom augmentation).
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy: unknown {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    # MultiWorkerMirroredStrategy must exist before any other TF op runs in the process.
+    dist = make_strategy(strategy)
+
+    import tensorflow as tf
+
+    from .data.pipeline import make_dataset
+    from .data.shards import read_dataset_info
+    from .models import build_gan, make_optimizers
+    from .precision import resolve_policy, set_policy
+
+    out = Path(out_dir)
+    cfg = _with_train_defaults(cfg)
+    tcfg = cfg["train"]
+    previous = _check_run_dir(out, resume)
+    if previous is not None:
+        _check_same_model(cfg, previous["config"], out)
+        prev_info = previous["run"]
+        if precision not in (None, "auto", prev_info["precision"]):
+            raise ConfigError(f"{out / RUN_JSON}: run was trained with precision "
+                              f"{prev_info['precision']}, cannot resume as {precision}")
+        precision = prev_info["precision"]
+        if seed is not None and seed != prev_info["seed"]:
+            raise ConfigError(f"{out / RUN_JSON}: run was trained with seed {prev_info['seed']}, "
+                              f"cannot resume with seed {seed}")
+        seed = prev_info["seed"]
+    seed = int(tcfg["seed"] if seed is None else seed)
+    tcfg["seed"] = seed
+    total_steps = int(tcfg["steps"] if steps is None else steps)
+    tcfg["steps"] = total_steps
+    sample_every = int(sample_every or tcfg["sample_every"])
+    checkpoint_every = int(checkpoint_every or tcfg["checkpoint_every"])
+    log_every = int(log_every or tcfg["log_every"])
+    for name, value in (("steps", total_steps), ("sample_every", sample_every),
+                        ("checkpoint_every", checkpoint_every), ("log_every", log_every),
+                        ("batch_size", tcfg["batch_size"])):
+        if int(value) <= 0:
+            raise ConfigError(f"train.{name} must be positive, got {value}")
+
+    info = read_dataset_info(data_dir)
+    image_size = int(cfg["model"].get("image_size", 0))
+    if int(info["crop_size"]) != image_size:
+        raise ConfigError(
+            f"model.image_size is {image_size} but {Path(data_dir) / 'dataset.json'} holds "
+            f"{info['crop_size']}x{info['crop_size']} crops; pass --image-size "
+            f"{info['crop_size']} (or re-run prepare with the crop size you want)")
+
+    policy = set_policy(resolve_policy(precision or tcfg["precision"]))
+    keras.utils.set_random_seed(seed)
+    is_chief, worker_id = _chief_info(dist)
+
+    with dist.scope():
+        gan = build_gan(cfg["model"], seed=seed)
+        g_opt, d_opt = make_optimizers(tcfg)
+        gan.compile(g_optimizer=g_opt, d_optimizer=d_opt)
+        _build_networks(gan)
+        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        ckpt = _make_checkpoint(gan, step_var, optimizers=_optimizers(gan, g_opt, d_opt))
+
+    ckpt_dir = out / CHECKPOINT_DIR
+    if is_chief:
+        manager_dir = ckpt_dir
+    else:
+        # TF's multi-worker recipe: every worker takes part in saving (variables may need
+        # collectives to read), but only the chief's files are kept.
+        manager_dir = Path(tempfile.mkdtemp(prefix=f"cytogan-worker{worker_id}-ckpt-"))
+    manager = tf.train.CheckpointManager(ckpt, str(manager_dir),
+                                         max_to_keep=int(tcfg["max_checkpoints"]))
+    start_step = 0
+    if previous is not None:
+        latest = tf.train.latest_checkpoint(str(ckpt_dir))
+        if latest is None:
+            raise DataError(f"{ckpt_dir}: no checkpoint to resume from")
+        status = ckpt.restore(latest)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as exc:
+            raise ConfigError(f"{latest}: checkpoint does not match the model ({_first_line(exc)})") from None
+        start_step = int(step_var.numpy())
+
+    run_info = {
+        "arch": cfg["model"].get("arch"),
+        "precision": policy,
+        "seed": seed,
+        "strategy": strategy,
+        "num_replicas": int(dist.num_replicas_in_sync),
+        "data_dir": str(Path(data_dir).resolve()),
+        "dataset": info,
+        "image_size": image_size,
+        "latent_dim": int(gan.latent_dim),
+        "steps_target": total_steps,
+        "step": start_step,
+        "checkpoint": tf.train.latest_checkpoint(str(ckpt_dir)),
+        "cytogan_version": __version__,
+        "created": previous["run"].get("created") if previous else _now(),
+        "updated": _now(),
+    }
+    if is_chief:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / CONFIG_TOML, dump_toml(cfg))
+        atomic_write_json(out / RUN_JSON, run_info)
+
+    z_fixed = fixed_sample_z(cfg, seed)
+    writer = tf.summary.create_file_writer(str(out / LOGS_DIR / "train")) if is_chief else None
+    tracker = _RunCallback(
+        gan=gan, step_var=step_var, start_step=start_step, manager=manager,
+        run_dir=out, run_info=run_info, is_chief=is_chief, z_fixed=z_fixed, writer=writer,
+        sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every)
+
+    batch_size = int(tcfg["batch_size"])
+
+    def dataset_from(step: int):
+        ds = make_dataset(data_dir, batch_size, shuffle=True, augment=bool(tcfg["augment"]),
+                          seed=seed, repeat=True)
+        ds = ds.skip(step)
+        if dataset_hook is not None:
+            ds = dataset_hook(ds)
+        opts = tf.data.Options()
+        # Element-wise sharding: a small shards dir may have fewer files than workers.
+        opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return ds.with_options(opts)
+
+    t0, step0 = time.perf_counter(), start_step
+    try:
+        remaining = total_steps - start_step
+        chunk = max(1, min(int(tcfg["steps_per_epoch"]), remaining)) if remaining > 0 else 0
+        if remaining > 0:
+            n_full, rest = divmod(remaining, chunk)
+            first_epoch = start_step // chunk
+            if n_full:
+                gan.fit(dataset_from(start_step), epochs=first_epoch + n_full,
+                        initial_epoch=first_epoch, steps_per_epoch=chunk,
+                        callbacks=[tracker], verbose=verbose)
+            if rest:
+                gan.fit(dataset_from(tracker.step), epochs=first_epoch + n_full + 1,
+                        initial_epoch=first_epoch + n_full, steps_per_epoch=rest,
+                        callbacks=[tracker], verbose=verbose)
+        tracker.finish()
+    finally:
+        if writer is not None:
+            writer.close()
+        if not is_chief:
+            shutil.rmtree(manager_dir, ignore_errors=True)
+    elapsed = time.perf_counter() - t0
+    done = tracker.step - step0
+    return TrainResult(
+        run_dir=out, step=tracker.step, precision=policy, metrics=dict(tracker.last_metrics),
+        checkpoint=tracker.last_checkpoint,
+        images_per_second=(done * batch_size / elapsed) if done and elapsed > 0 else 0.0)
+
+
+def load_run(run_dir) -> LoadedRun:
+    """Rebuild a run's GAN in float32 and restore its latest checkpoint (no optimizers)."""
+    import tensorflow as tf
+
+    from .models import build_gan
+    from .precision import set_policy
+
+    run_dir = Path(run_dir)
+    run_info = read_run_info(run_dir)
+    cfg = load_config(run_dir / CONFIG_TOML)
+    latest = tf.train.latest_checkpoint(str(run_dir / CHECKPOINT_DIR))
+    if latest is None:
+        raise DataError(f"{run_dir / CHECKPOINT_DIR}: no checkpoint (has the run saved one yet?)")
+    set_policy("float32")
+    gan = build_gan(cfg["model"])
+    _build_networks(gan)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    ckpt = _make_checkpoint(gan, step_var, optimizers=None)
+    try:
+        ckpt.restore(latest).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, tf.errors.OpError, ValueError) as exc:
+        raise DataError(f"{latest}: cannot restore checkpoint ({_first_line(exc)})") from None
+    return LoadedRun(gan=gan, config=cfg, step=int(step_var.numpy()),
+                     dataset_info=run_info.get("dataset", {}), run_dir=run_dir, run_info=run_info)
+
+
+def read_run_info(run_dir) -> dict:
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        raise DataError(f"{path}: missing (not a training run directory)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable run info ({exc})") from None
+
+
+def make_strategy(name: str):
+    """A tf.distribute strategy by name: default, mirrored (local devices), multiworker."""
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        # Without GPUs, mirror over the logical CPU devices (one unless the process split
+        # the CPU with tf.config.set_logical_device_configuration).
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("strategy multiworker needs the TF_CONFIG environment variable "
+                              "(cluster spec and this worker's task)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"strategy: unknown {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def fixed_sample_z(cfg: Mapping[str, Any], seed: int) -> np.ndarray:
+    """The z behind every sample sheet of a run: same seed, same z, comparable sheets."""
+    from .latent import sample_latent
+
+    model = cfg["model"]
+    n = int(cfg.get("train", {}).get("sample_count", TRAIN_DEFAULTS["sample_count"]))
+    return sample_latent(n, int(model["latent_dim"]), seed=seed,
+                         distribution=model.get("latent_distribution", "normal"))
+
+
+def generate_unit(gan, z) -> np.ndarray:
+    """Generator output for z as float32 images in [0, 1] (the exported contract)."""
+    images = gan.generator(np.asarray(z, dtype=np.float32), training=False)
+    images = np.asarray(images, dtype=np.float32)
+    return np.clip((images + 1.0) * 0.5, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- internals
+
+class _RunCallback(keras.callbacks.Callback):
+    """Per-step bookkeeping: divergence check, step counter, logs, samples, checkpoints."""
+
+    def __init__(self, *, gan, step_var, start_step, manager, run_dir, run_info, is_chief,
+                 z_fixed, writer, sample_every, checkpoint_every, log_every):
+        super().__init__()
+        self.gan, self.step_var, self.manager = gan, step_var, manager
+        self.step = start_step
+        self.run_dir, self.run_info, self.is_chief = run_dir, run_info, is_chief
+        self.z_fixed, self.writer = z_fixed, writer
+        self.sample_every, self.checkpoint_every, self.log_every = sample_every, checkpoint_every, log_every
+        self.last_metrics: dict[str, float] = {}
+        self.last_checkpoint = manager.latest_checkpoint if is_chief else run_info.get("checkpoint")
+        self.last_saved_step = start_step if self.last_checkpoint else None
+        self.last_sample_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        metrics = {k: float(np.asarray(v)) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise self._diverged(f"{bad[0]} = {metrics[bad[0]]}")
+        self.last_metrics = metrics
+        self.step_var.assign(self.step)
+        if self.writer is not None and self.step % self.log_every == 0:
+            import tensorflow as tf
+
+            with self.writer.as_default(step=self.step):
+                for k, v in metrics.items():
+                    _summary_scalar(k, v, self.step)
+        if self.step % self.sample_every == 0:
+            self.write_samples()
+        if self.step % self.checkpoint_every == 0:
+            self.save()
+
+    def finish(self):
+        """End of training: a final sample sheet and checkpoint unless just written."""
+        if self.last_sample_step != self.step:
+            self.write_samples()
+        if self.last_saved_step != self.step:
+            self.save()
+        elif self.is_chief:
+            self._write_run_info()
+
+    def save(self):
+        bad = _non_finite_weights(self.gan)
+        if bad:
+            raise self._diverged(f"weight {bad} is not finite")
+        path = self.manager.save(checkpoint_number=self.step)
+        self.last_saved_step = self.step
+        if self.is_chief:
+            self.last_checkpoint = path
+            self._write_run_info()
+
+    def write_samples(self):
+        self.last_sample_step = self.step
+        if not self.is_chief:
+            return
+        from .grids import make_grid, to_uint8, write_png
+
+        grid = make_grid(to_uint8(generate_unit(self.gan, self.z_fixed)))
+        write_png(self.run_dir / SAMPLES_DIR / f"step_{self.step:06d}.png", grid)
+        if self.writer is not None:
+            import tensorflow as tf
+
+            with self.writer.as_default(step=self.step):
+                _summary_png("samples", grid, self.step)
+
+    def _write_run_info(self):
+        self.run_info.update(step=self.step, checkpoint=self.last_checkpoint,
+                             metrics=self.last_metrics, updated=_now())
+        atomic_write_json(self.run_dir / RUN_JSON, self.run_info)
+
+    def _diverged(self, what: str) -> TrainingDivergedError:
+        self.gan.stop_training = True
+        kept = (f"last good checkpoint: step {self.last_saved_step} ({self.last_checkpoint})"
+                if self.last_checkpoint else "no checkpoint was saved before it")
+        return TrainingDivergedError(f"training diverged at step {self.step}: {what}; {kept}")
+
+
+# tf.summary.scalar/image live in the tensorboard package, which tensorflow-cpu does not
+# install. The two helpers below write the same records with TF core's tf.summary.write
+# and the plugin metadata TensorBoard's readers key on, so logs/ opens in TensorBoard.
+def _summary_scalar(tag: str, value: float, step: int) -> None:
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    meta = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR)
+    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=meta)
+
+
+def _summary_png(tag: str, image: np.ndarray, step: int) -> None:
+    """One uint8 [H, W, C] image in the images plugin's layout: [width, height, png]."""
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    png = tf.io.encode_png(image)
+    tensor = tf.stack([tf.as_string(image.shape[1]), tf.as_string(image.shape[0]), png])
+    meta = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"),
+        data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
+    tf.summary.write(tag, tensor, step=step, metadata=meta)
+
+
+def _non_finite_weights(gan) -> str | None:
+    for net in (gan.generator, gan.discriminator):
+        for v in net.variables:
+            if not np.all(np.isfinite(np.asarray(v))):
+                return v.path if hasattr(v, "path") else v.name
+    return None
+
+
+def _make_checkpoint(gan, step_var, optimizers):
+    import tensorflow as tf
+
+    objects = {
+        "step": step_var,
+        "generator": gan.generator,
+        "discriminator": gan.discriminator,
+        # State outside the two networks: the noise seed generator, BEGAN's k_t.
+        "extra_state": dict(gan.extra_state()),
+    }
+    if optimizers is not None:
+        objects["g_optimizer"], objects["d_optimizer"] = optimizers
+    return tf.train.Checkpoint(**objects)
+
+
+def _optimizers(gan, g_opt, d_opt):
+    """The optimizers the model actually steps (compile may wrap them for loss scaling)."""
+    return (getattr(gan, "g_optimizer", None) or g_opt, getattr(gan, "d_optimizer", None) or d_opt)
+
+
+def _build_networks(gan):
+    """Create every variable now (so checkpoints map by position) with one dummy forward."""
+    size = int(gan.image_size)
+    z = np.zeros((1, int(gan.latent_dim)), np.float32)
+    images = gan.generator(z, training=False)
+    gan.discriminator(images, training=False)
+    if getattr(gan, "encoder", None) is not None:
+        gan.encoder(np.zeros((1, size, size, 3), np.float32), training=False)
+
+
+def _with_train_defaults(cfg: Mapping[str, Any]) -> dict:
+    import copy
+
+    cfg = copy.deepcopy(dict(cfg))
+    if "model" not in cfg:
+        raise ConfigError("config has no [model] section")
+    cfg["train"] = {**TRAIN_DEFAULTS, **cfg.get("train", {})}
+    return cfg
+
+
+def _check_run_dir(out: Path, resume: bool):
+    """Refuse to overwrite a run; on resume return its saved config and run info."""
+    has_run = (out / RUN_JSON).exists() or (out / CHECKPOINT_DIR).exists()
+    if not resume:
+        if has_run:
+            raise ConfigError(f"{out} already holds a training run; pass --resume to continue "
+                              f"it or choose another --out")
+        return None
+    if not has_run:
+        raise ConfigError(f"{out}: no training run to resume (no {RUN_JSON})")
+    return {"run": read_run_info(out), "config": load_config(out / CONFIG_TOML)}
+
+
+def _check_same_model(cfg, saved, out):
+    if saved.get("model") != cfg.get("model"):
+        keys = sorted(k for k in set(saved.get("model", {})) | set(cfg["model"])
+                      if saved.get("model", {}).get(k) != cfg["model"].get(k))
+        raise ConfigError(f"{out / CONFIG_TOML}: resumed run has a different [model] "
+                          f"({', '.join('model.' + k for k in keys)} differ)")
+
+
+def _chief_info(dist) -> tuple[bool, int]:
+    resolver = getattr(dist, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    task_id = getattr(resolver, "task_id", None) or 0
+    if task_type is None or task_type == "chief":
+        return True, int(task_id)
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() if resolver else {})
+    return (task_type == "worker" and task_id == 0 and not has_chief), int(task_id)
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
