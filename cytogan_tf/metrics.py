@@ -23,6 +23,9 @@ CONTROL_VALUE = "DMSO"
 # Batch sets of a treatment imaged on several batches are joined with this separator.
 BATCH_SEP = "|"
 _UNKNOWN_MOA = {"", "nan", "none", "unknown", "null"}
+# bbbc021.py marks positive-control wells (BBBC021: taxol 0.3 uM on every plate) with
+# Metadata_Control == "positive" and MOA "control"; they are not treatments to evaluate.
+POSITIVE_CONTROL_MOA = "control"
 
 
 # --------------------------------------------------------------------------- tables
@@ -58,6 +61,9 @@ def evaluable_treatments(profiles: pd.DataFrame) -> pd.DataFrame:
         if col not in profiles.columns:
             raise DataError(f"profiles table has no {col} column (needed for MOA evaluation)")
     keep = has_known_moa(profiles) & ~is_control(profiles)
+    keep &= profiles[MOA_COL].astype(str) != POSITIVE_CONTROL_MOA
+    if "Metadata_Control" in profiles.columns:
+        keep &= profiles["Metadata_Control"].astype(str) != "positive"
     out = profiles.loc[keep].reset_index(drop=True)
     if len(out) < 2:
         raise DataError(

@@ -1,0 +1,100 @@
+"""Profile normalisation against the DMSO controls: none, DMSO standardisation, TVN.
+
+Why: plates differ in gain and illumination; expressing each profile relative to the
+negative controls imaged with it removes most of that. Both methods are fitted on control
+rows of a *reference* table (by default the table itself; `profile` passes the per-cell
+table so TVN has enough DMSO samples to whiten) and applied to every row of the profile
+table, per plate (`scope="plate"`) or over all plates at once (`scope="global"`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .metrics import feature_columns, is_control, metadata_columns
+
+METHODS = ("none", "dmso", "tvn")
+SCOPES = ("plate", "global")
+PLATE_COL = "Metadata_Plate"
+
+
+def _groups(df: pd.DataFrame, scope: str):
+    if scope == "global":
+        return {None: df.index}
+    if scope != "plate":
+        raise DataError(f"unknown normalisation scope {scope!r} (plate, global)")
+    if PLATE_COL not in df.columns:
+        raise DataError(f"per-plate normalisation needs a {PLATE_COL} column")
+    return df.groupby(PLATE_COL, sort=True).groups
+
+
+def _controls(reference: pd.DataFrame, plate, scope: str, n_min: int) -> np.ndarray:
+    ref = reference if scope == "global" else reference[reference[PLATE_COL] == plate]
+    ref = ref[is_control(ref)]
+    if len(ref) < n_min:
+        where = "the data set" if scope == "global" else f"plate {plate}"
+        raise DataError(f"{where} has {len(ref)} DMSO control profiles; normalisation needs at least {n_min}")
+    return ref
+
+
+def standardize_to_dmso(profiles, reference=None, *, scope="plate", features=None, eps=1e-6):
+    """Subtract the DMSO mean and divide by the DMSO std (per feature, per plate)."""
+    reference = profiles if reference is None else reference
+    features = list(features) if features is not None else feature_columns(profiles)
+    out = profiles.copy()
+    out[features] = out[features].astype(np.float64)
+    for plate, index in _groups(profiles, scope).items():
+        ref = _controls(reference, plate, scope, 2)[features].to_numpy(np.float64)
+        mean, std = ref.mean(0), ref.std(0, ddof=1)
+        # constant features would divide by zero; leave their scale alone
+        std = np.where(std > eps, std, 1.0)
+        out.loc[index, features] = (profiles.loc[index, features].to_numpy(np.float64) - mean) / std
+    return out
+
+
+def typical_variation_normalize(profiles, reference=None, *, scope="plate", features=None,
+                                prefix="tvn", rel_tol=1e-6):
+    """TVN: PCA whitening fitted on DMSO profiles, applied to all profiles.
+
+    The output has one column per kept principal component, `<prefix>_<i>`; components
+    whose variance is below rel_tol x the largest are dropped (whitening them would
+    amplify noise). Under `scope="plate"` every plate keeps the same number of components
+    (the smallest any plate supports) so the tables stack.
+    """
+    from sklearn.decomposition import PCA
+
+    reference = profiles if reference is None else reference
+    features = list(features) if features is not None else feature_columns(profiles)
+    groups = _groups(profiles, scope)
+    fits = {}
+    n_keep = len(features)
+    for plate in groups:
+        ref = _controls(reference, plate, scope, 3)[features].to_numpy(np.float64)
+        pca = PCA(whiten=True, svd_solver="full").fit(ref)
+        var = pca.explained_variance_
+        n_keep = min(n_keep, int((var > rel_tol * var.max()).sum()) if var.max() > 0 else 0)
+        fits[plate] = pca
+    if n_keep == 0:
+        raise DataError("DMSO profiles have no variance to whiten (TVN)")
+    new_cols = [f"{prefix}_{i}" for i in range(n_keep)]
+    meta = profiles[metadata_columns(profiles)]
+    blocks = []
+    for plate, index in groups.items():
+        z = fits[plate].transform(profiles.loc[index, features].to_numpy(np.float64))[:, :n_keep]
+        blocks.append(pd.DataFrame(z, index=index, columns=new_cols))
+    whitened = pd.concat(blocks).loc[profiles.index]
+    return pd.concat([meta, whitened], axis=1)
+
+
+def normalize_profiles(profiles, method="none", *, reference=None, scope="plate", features=None,
+                       prefix="tvn"):
+    """Dispatch on `method` in METHODS."""
+    if method == "none":
+        return profiles.copy()
+    if method == "dmso":
+        return standardize_to_dmso(profiles, reference, scope=scope, features=features)
+    if method == "tvn":
+        return typical_variation_normalize(profiles, reference, scope=scope, features=features, prefix=prefix)
+    raise DataError(f"unknown normalisation {method!r} (choose from {', '.join(METHODS)})")
