@@ -1,0 +1,301 @@
+"""Profiles from cells: embed every cell with an exported encoder (or hand-made features),
+aggregate to wells, normalise against DMSO, aggregate to treatments.
+
+Order (why: normalisation must see every well of a plate, and treatments span plates):
+    cells --(mean|median per plate+well)--> wells --normalise (none|dmso|tvn)--> wells
+          --(mean|median per compound+concentration)--> treatments
+DMSO wells stay in the tables as their own treatment rows (MOA "DMSO").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .io_utils import atomic_write_json, write_table
+from .metrics import BATCH_COL, BATCH_SEP, feature_columns, metadata_columns
+from .normalization import normalize_profiles
+
+FEATURE_SETS = ("encoder", "handcrafted", "both")
+AGGREGATIONS = ("mean", "median")
+WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
+TREATMENT_KEYS = ["Metadata_Compound", "Metadata_Concentration"]
+# Columns carried to wells/treatments when present (constant within a well / treatment).
+WELL_CARRY = ["Metadata_Batch", "Metadata_Compound", "Metadata_Concentration", "Metadata_MOA",
+              "Metadata_Control", "Metadata_Replicate"]
+TREATMENT_CARRY = ["Metadata_MOA", "Metadata_Control"]
+_WEEK_RE = re.compile(r"^(Week\d+)[_-]", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+class Encoder:
+    """An exported encoder SavedModel (`exported/<name>-encoder/<N>/`)."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        from .export import read_export_metadata
+
+        self.path = resolve_export_dir(path)
+        self.metadata = read_export_metadata(self.path)
+        try:
+            self._loaded = tf.saved_model.load(str(self.path))
+        except Exception as exc:  # TF raises several types for an unreadable model
+            raise DataError(f"{self.path}: cannot load SavedModel ({exc})") from None
+        if "serving_default" not in self._loaded.signatures:
+            raise DataError(f"{self.path}: SavedModel has no serving_default signature")
+        self._fn = self._loaded.signatures["serving_default"]
+        self.image_size = int(self.metadata.get("image_size") or self._fn.structured_input_signature[1]["images"].shape[1])
+        self.name = model_name(self.path, self.metadata)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Embeddings float32 [B, D] for images float32 [B, H, W, 3] in [0, 1]."""
+        import tensorflow as tf
+
+        out = self._fn(images=tf.convert_to_tensor(images, tf.float32))
+        return out["embeddings"].numpy()
+
+
+def resolve_export_dir(path) -> Path:
+    """A version directory; given a model base path (`exported/x-encoder`), its newest version."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"encoder directory not found: {path}")
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = sorted((int(p.name), p) for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file())
+    if not versions:
+        raise DataError(f"{path}: no saved_model.pb (not an exported encoder or its base path)")
+    return versions[-1][1]
+
+
+def model_name(path: Path, metadata: dict) -> str:
+    """Feature-column prefix: export name (`wgan` from `wgan-encoder/1`), else the arch."""
+    name = metadata.get("name")
+    if not name:
+        base = path.parent.name if path.name.isdigit() else path.name
+        name = re.sub(r"-encoder$", "", base) or metadata.get("arch") or "encoder"
+    name = re.sub(r"[^0-9A-Za-z]+", "_", str(name)).strip("_")
+    return name or "encoder"
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def _iterate_batches(shards_dir, batch_size, scale):
+    from .data.pipeline import make_dataset
+
+    ds = make_dataset(shards_dir, batch_size, shuffle=False, repeat=False, with_metadata=True,
+                      scale=scale, drop_remainder=False)
+    for batch in ds:
+        yield batch["image"].numpy(), batch["cell_id"].numpy()
+
+
+def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = None,
+                  batch_size=256, workers=1, progress=True) -> tuple[pd.DataFrame, dict]:
+    """Per-cell table: `Metadata_*` from the cells table + feature columns.
+
+    Encoder columns are `<model>_<i>`; hand-made ones keep CellProfiler-style names
+    (see `cytogan_tf.features`). Returns (table, stats) with stats["cells_per_s"].
+    """
+    from tqdm import tqdm
+
+    from .data.shards import read_cells_table, read_dataset_info
+    from .features import FEATURE_NAMES, compute_features
+
+    if features not in FEATURE_SETS:
+        raise DataError(f"unknown feature set {features!r} (choose from {', '.join(FEATURE_SETS)})")
+    info = read_dataset_info(shards_dir)
+    n_cells = int(info.get("n_cells", 0))
+    if n_cells == 0:
+        raise DataError(f"{shards_dir}: no cells to profile (empty data set)")
+    use_encoder = features in ("encoder", "both")
+    if use_encoder:
+        if encoder is None:
+            raise DataError("--features encoder/both needs an --encoder")
+        crop = int(info["crop_size"])
+        if crop != encoder.image_size:
+            raise DataError(
+                f"crop size mismatch: data {shards_dir} has {crop}x{crop} crops, "
+                f"encoder {encoder.path} expects {encoder.image_size}x{encoder.image_size}"
+            )
+    embeddings, handmade, ids = [], [], []
+    embed_seconds = 0.0
+    bar = tqdm(total=n_cells, desc="profiling cells", unit="cell", disable=not progress)
+    # Embedding reads uint8 and scales here so both feature sets share one pass.
+    for images, cell_ids in _iterate_batches(shards_dir, batch_size, "uint8"):
+        ids.append(cell_ids)
+        if use_encoder:
+            t0 = time.perf_counter()
+            embeddings.append(encoder(images.astype(np.float32) / 255.0))
+            embed_seconds += time.perf_counter() - t0
+        if features in ("handcrafted", "both"):
+            handmade.append(compute_features(images, workers=workers))
+        bar.update(len(cell_ids))
+    bar.close()
+    if not ids:
+        raise DataError(f"{shards_dir}: no cells to profile (empty data set)")
+    ids = np.concatenate(ids)
+    blocks = []
+    if use_encoder:
+        emb = np.concatenate(embeddings)
+        blocks.append(pd.DataFrame(emb, columns=[f"{encoder.name}_{i}" for i in range(emb.shape[1])]))
+    if handmade:
+        blocks.append(pd.DataFrame(np.concatenate(handmade), columns=FEATURE_NAMES))
+    feats = pd.concat(blocks, axis=1)
+
+    cells = read_cells_table(shards_dir)
+    if "Metadata_CellId" not in cells.columns:
+        raise DataError(f"{shards_dir}/cells.parquet: missing column Metadata_CellId")
+    meta = cells[metadata_columns(cells)].set_index("Metadata_CellId", drop=False)
+    missing = np.setdiff1d(ids, meta.index.to_numpy())
+    if len(missing):
+        raise DataError(f"{shards_dir}: {len(missing)} cells in the shards are not in cells.parquet (e.g. id {missing[0]})")
+    table = pd.concat([meta.loc[ids].reset_index(drop=True), feats], axis=1)
+    table = add_batch_column(table)
+    stats = {"n_cells": int(len(table))}
+    if use_encoder and embed_seconds > 0:
+        stats["cells_per_s"] = float(len(table) / embed_seconds)
+    return table, stats
+
+
+def add_batch_column(table: pd.DataFrame) -> pd.DataFrame:
+    """Metadata_Batch (for NSCB) when absent: the BBBC021 week (`Week4_27481` -> `Week4`),
+    else the plate itself."""
+    if BATCH_COL in table.columns or "Metadata_Plate" not in table.columns:
+        return table
+    plates = table["Metadata_Plate"].astype(str)
+    batch = plates.map(lambda p: (_WEEK_RE.match(p).group(1) if _WEEK_RE.match(p) else p))
+    out = table.copy()
+    out.insert(out.columns.get_loc("Metadata_Plate") + 1, BATCH_COL, batch)
+    return out
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def _agg(table: pd.DataFrame, keys: list[str], carry: list[str], method: str, count_name: str,
+         join: list[str] = ()) -> pd.DataFrame:
+    if method not in AGGREGATIONS:
+        raise DataError(f"unknown aggregation {method!r} (mean, median)")
+    missing = [k for k in keys if k not in table.columns]
+    if missing:
+        raise DataError(f"profile table lacks {', '.join(missing)}")
+    if table.empty:
+        raise DataError("no profiles to aggregate (empty table)")
+    feats = feature_columns(table)
+    carry = [c for c in carry if c in table.columns and c not in keys]
+    group_keys = keys + carry
+    grouped = table.groupby(group_keys, sort=True, dropna=False)
+    out = grouped[feats].agg(method)
+    out.insert(0, count_name, grouped.size())
+    out = out.reset_index()
+    for col in join:
+        if col in table.columns and col not in group_keys:
+            joined = table.groupby(group_keys, sort=True, dropna=False)[col].agg(
+                lambda s: BATCH_SEP.join(sorted(set(s.astype(str)))))
+            out.insert(len(group_keys), col, joined.to_numpy())
+    return out
+
+
+def aggregate_wells(cells: pd.DataFrame, method="mean") -> pd.DataFrame:
+    return _agg(cells, WELL_KEYS, WELL_CARRY, method, "Metadata_Count_Cells")
+
+
+def aggregate_treatments(wells: pd.DataFrame, method="mean") -> pd.DataFrame:
+    """One row per (compound, concentration[, MOA, control kind]); Metadata_Plate and
+    Metadata_Batch list every plate/batch the treatment was imaged on, '|'-joined."""
+    wells = wells.drop(columns=["Metadata_Count_Cells"], errors="ignore")
+    return _agg(wells, TREATMENT_KEYS, TREATMENT_CARRY, method, "Metadata_Count_Wells",
+                join=["Metadata_Plate", BATCH_COL])
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def build_profiles(cells: pd.DataFrame, *, normalize="none", tvn_scope="plate",
+                   feature_prefix="tvn") -> dict[str, pd.DataFrame]:
+    """cells -> {"wells_mean", "wells_median", "treatments_mean", "treatments_median"}.
+
+    `dmso` standardises wells against the DMSO wells of their plate; `tvn` whitens
+    wells with a PCA fitted on the DMSO *cells* (per plate or global): a plate has only
+    a handful of DMSO wells, too few to estimate a covariance.
+    """
+    out = {}
+    for method in AGGREGATIONS:
+        wells = aggregate_wells(cells, method)
+        if normalize == "dmso":
+            wells = normalize_profiles(wells, "dmso", scope="plate")
+        elif normalize == "tvn":
+            wells = normalize_profiles(wells, "tvn", reference=cells, scope=tvn_scope, prefix=feature_prefix)
+        elif normalize != "none":
+            raise DataError(f"unknown normalisation {normalize!r} (none, dmso, tvn)")
+        out[f"wells_{method}"] = wells
+        out[f"treatments_{method}"] = aggregate_treatments(wells, method)
+    return out
+
+
+def write_profiles(out_dir, cells: pd.DataFrame, profiles: dict[str, pd.DataFrame], settings: dict) -> dict:
+    """cells.{parquet,csv}, wells_{mean,median}.*, treatments_{mean,median}.*, profile.json."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [str(p) for p in write_table(cells, out_dir / "cells")]
+    for name, table in profiles.items():
+        written += [str(p) for p in write_table(table, out_dir / name)]
+    info = dict(settings)
+    info["tables"] = {name: {"rows": int(len(t)), "features": len(feature_columns(t))}
+                      for name, t in {"cells": cells, **profiles}.items()}
+    info["feature_columns"] = feature_columns(profiles["treatments_mean"])
+    atomic_write_json(out_dir / "profile.json", info)
+    return {"files": written + [str(out_dir / "profile.json")], **info}
+
+
+def read_profiles(profiles_dir, kind="treatments_mean") -> pd.DataFrame:
+    profiles_dir = Path(profiles_dir)
+    pq, csv = profiles_dir / f"{kind}.parquet", profiles_dir / f"{kind}.csv"
+    if pq.is_file():
+        return pd.read_parquet(pq)
+    if csv.is_file():
+        return pd.read_csv(csv)
+    if not profiles_dir.is_dir():
+        raise DataError(f"profiles directory not found: {profiles_dir}")
+    raise DataError(f"{pq}: missing (run `cytogan profile` first)")
+
+
+def read_profile_settings(profiles_dir) -> dict:
+    path = Path(profiles_dir) / "profile.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise DataError(f"{path}: unreadable ({exc})") from None
+
+
+def profile_shards(shards_dir, out_dir, *, encoder=None, features="encoder", normalize="none",
+                   tvn_scope="plate", batch_size=256, workers=1, progress=True) -> dict:
+    """The `cytogan profile` pipeline on a prepared shards directory."""
+    enc = Encoder(encoder) if (encoder is not None and not isinstance(encoder, Encoder)) else encoder
+    cells, stats = cell_features(shards_dir, features=features, encoder=enc, batch_size=batch_size,
+                                 workers=workers, progress=progress)
+    prefix = f"{enc.name}_tvn" if enc is not None and features == "encoder" else f"{features}_tvn"
+    profiles = build_profiles(cells, normalize=normalize, tvn_scope=tvn_scope, feature_prefix=prefix)
+    settings = {
+        "shards": str(Path(shards_dir).resolve()),
+        "encoder": str(enc.path.resolve()) if enc is not None else None,
+        "model": enc.name if enc is not None else None,
+        "features": features,
+        "normalize": normalize,
+        "tvn_scope": tvn_scope if normalize == "tvn" else None,
+        "order": "cells -> wells (mean|median) -> normalise -> treatments (mean|median)",
+        **stats,
+    }
+    return write_profiles(out_dir, cells, profiles, settings)
