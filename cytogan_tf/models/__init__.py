@@ -1,0 +1,111 @@
+"""GAN architectures of the CytoGAN study: DCGAN, LSGAN, WGAN-GP, BEGAN.
+
+`build_gan(cfg["model"])` builds one under the current Keras dtype policy (call
+`cytogan_tf.precision.set_policy` first, and enter `strategy.scope()` for tf.distribute);
+`make_optimizers(cfg["train"])` returns the two Adam optimizers for `gan.compile`.
+TensorFlow is imported lazily so `import cytogan_tf.models` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+
+ARCHS = ("dcgan", "lsgan", "wgan", "began")
+
+_COMMON_KEYS = {"arch", "image_size", "latent_dim", "encoder_dim", "widths", "update"}
+_ARCH_KEYS = {
+    "dcgan": set(),
+    "lsgan": set(),
+    "wgan": {"n_critic", "gp_weight", "critic_norm"},
+    "began": {"gamma", "lambda_k", "k_init"},
+}
+DEFAULT_WIDTHS = [256, 128, 64, 32]
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
+    """Build the GAN described by a `[model]` config section.
+
+    `seed` seeds the weight initialisers (via keras.utils.set_random_seed, a global
+    side effect) and the model's noise SeedGenerator, so a seeded run is repeatable.
+    """
+    cfg = dict(model_cfg)
+    arch = cfg.get("arch")
+    _check(arch in ARCHS, f"model.arch: unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
+    unknown = set(cfg) - _COMMON_KEYS - _ARCH_KEYS[arch]
+    _check(not unknown, f"model: unknown key(s) {', '.join(sorted(unknown))} for arch {arch!r}")
+    image_size = cfg.get("image_size", 64)
+    _check(
+        isinstance(image_size, int) and image_size % 16 == 0 and 32 <= image_size <= 128,
+        f"model.image_size: {image_size!r} must be a multiple of 16 from 32 to 128",
+    )
+    latent_dim = cfg.get("latent_dim", 100)
+    encoder_dim = cfg.get("encoder_dim", 100)
+    for key, val in (("latent_dim", latent_dim), ("encoder_dim", encoder_dim)):
+        _check(isinstance(val, int) and val > 0, f"model.{key}: {val!r} must be a positive integer")
+    widths = list(cfg.get("widths", DEFAULT_WIDTHS))
+    _check(
+        len(widths) == 4 and all(isinstance(w, int) and w > 0 for w in widths),
+        f"model.widths: {widths!r} must be 4 positive integers (deepest stage first)",
+    )
+    update = cfg.get("update", "simultaneous")
+    _check(update in ("simultaneous", "alternating"),
+           f"model.update: {update!r} must be 'simultaneous' or 'alternating'")
+    if arch == "wgan":
+        _check(cfg.get("critic_norm", "layer") in ("layer", "none"),
+               f"model.critic_norm: {cfg.get('critic_norm')!r} must be 'layer' or 'none'")
+        _check(int(cfg.get("n_critic", 5)) >= 1, "model.n_critic: must be >= 1")
+
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    extra = {k: cfg[k] for k in _ARCH_KEYS[arch] if k in cfg}
+    common = dict(latent_dim=latent_dim, image_size=image_size, widths=widths,
+                  encoder_dim=encoder_dim, seed=int(seed or 0), update=update, arch=arch)
+    return _model_class(arch).from_config_values(**common, **extra)
+
+
+def _model_class(arch: str):
+    if arch == "dcgan":
+        from .dcgan import DCGAN
+        return DCGAN
+    if arch == "lsgan":
+        from .lsgan import LSGAN
+        return LSGAN
+    if arch == "wgan":
+        from .wgan import WGANGP
+        return WGANGP
+    from .began import BEGAN
+    return BEGAN
+
+
+def make_optimizers(train_cfg: Mapping[str, Any]):
+    """(g_optimizer, d_optimizer): Adam with `g_lr`/`d_lr`, `beta1`, `beta2` from `[train]`."""
+    import keras
+
+    for key in ("g_lr", "d_lr"):
+        _check(key in train_cfg, f"train.{key}: missing (learning rate of the {'generator' if key == 'g_lr' else 'discriminator'})")
+    vals = {k: train_cfg.get(k, d) for k, d in (("g_lr", None), ("d_lr", None), ("beta1", 0.5), ("beta2", 0.999))}
+    for key, val in vals.items():
+        _check(isinstance(val, (int, float)) and not isinstance(val, bool) and val >= 0,
+               f"train.{key}: {val!r} must be a non-negative number")
+    g_opt = keras.optimizers.Adam(vals["g_lr"], beta_1=vals["beta1"], beta_2=vals["beta2"], name="g_adam")
+    d_opt = keras.optimizers.Adam(vals["d_lr"], beta_1=vals["beta1"], beta_2=vals["beta2"], name="d_adam")
+    return g_opt, d_opt
+
+
+def __getattr__(name):  # lazy access to the classes without importing TensorFlow up front
+    if name == "BaseGAN":
+        from .base import BaseGAN
+        return BaseGAN
+    classes = {"DCGAN": "dcgan", "LSGAN": "lsgan", "WGANGP": "wgan", "BEGAN": "began"}
+    if name in classes:
+        return _model_class(classes[name])
+    raise AttributeError(name)

@@ -1,0 +1,98 @@
+"""GAN losses as pure functions of logits / critic values / reconstructions.
+
+One signature style for all of them (TF-GAN-like): discriminator losses take
+`(real_*, fake_*)`, generator losses take `(fake_*)`. Everything is cast to float32
+first, so a bfloat16/float16 network never reduces a loss in low precision.
+Each loss is a mean over the (per-replica) batch; the model divides by the replica
+count before taking gradients so the sum over replicas is the global-batch mean.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def _f32(x):
+    return tf.cast(x, tf.float32)
+
+
+# --- DCGAN (Goodfellow et al.; non-saturating generator) -------------------------------
+def dcgan_discriminator_loss(real_logits, fake_logits):
+    """Sigmoid cross-entropy: real -> 1, fake -> 0. softplus(-x) == -log(sigmoid(x))."""
+    real_logits, fake_logits = _f32(real_logits), _f32(fake_logits)
+    return tf.reduce_mean(tf.nn.softplus(-real_logits)) + tf.reduce_mean(
+        tf.nn.softplus(fake_logits)
+    )
+
+
+def dcgan_generator_loss(fake_logits):
+    """Non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z)))."""
+    return tf.reduce_mean(tf.nn.softplus(-_f32(fake_logits)))
+
+
+# --- LSGAN (Mao et al.; a=0, b=c=1, with the paper's 1/2 factors) ---------------------
+def lsgan_discriminator_loss(real_logits, fake_logits):
+    real_logits, fake_logits = _f32(real_logits), _f32(fake_logits)
+    return 0.5 * tf.reduce_mean(tf.square(real_logits - 1.0)) + 0.5 * tf.reduce_mean(
+        tf.square(fake_logits)
+    )
+
+
+def lsgan_generator_loss(fake_logits):
+    return 0.5 * tf.reduce_mean(tf.square(_f32(fake_logits) - 1.0))
+
+
+# --- WGAN-GP (Gulrajani et al.) ---------------------------------------------------------
+def wasserstein_discriminator_loss(real_scores, fake_scores):
+    """Critic minimises E[D(fake)] - E[D(real)] (the negated Wasserstein estimate)."""
+    return tf.reduce_mean(_f32(fake_scores)) - tf.reduce_mean(_f32(real_scores))
+
+
+def wasserstein_generator_loss(fake_scores):
+    return -tf.reduce_mean(_f32(fake_scores))
+
+
+def gradient_penalty(critic, real, fake, alpha, epsilon=1e-10):
+    """E[(||grad_x D(x_hat)||_2 - 1)^2] at x_hat = real + alpha * (fake - real).
+
+    `alpha` has shape [B, 1, 1, 1] (uniform in [0, 1], drawn by the caller so the
+    model's seed generator controls it). `epsilon` sits inside the square root so the
+    penalty's own gradient stays finite where the critic's gradient vanishes. The
+    critic must treat samples independently (no batch norm) for this to be per-sample.
+    """
+    real, fake, alpha = _f32(real), _f32(fake), _f32(alpha)
+    x_hat = real + alpha * (fake - real)
+    with tf.GradientTape() as tape:
+        tape.watch(x_hat)
+        scores = _f32(critic(x_hat, training=True))
+    grads = _f32(tape.gradient(scores, x_hat))
+    norms = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=tf.range(1, tf.rank(grads))) + epsilon)
+    return tf.reduce_mean(tf.square(norms - 1.0))
+
+
+# --- BEGAN (Berthelot et al.; autoencoder discriminator) ------------------------------
+def began_reconstruction_loss(images, reconstructions):
+    """L(x) = mean |x - D(x)| (L1 autoencoder loss, averaged over pixels and batch)."""
+    return tf.reduce_mean(tf.abs(_f32(images) - _f32(reconstructions)))
+
+
+def began_discriminator_loss(real_recon_loss, fake_recon_loss, k):
+    """L_D = L(x) - k_t * L(G(z))."""
+    return _f32(real_recon_loss) - _f32(k) * _f32(fake_recon_loss)
+
+
+def began_generator_loss(fake_recon_loss):
+    """L_G = L(G(z))."""
+    return _f32(fake_recon_loss)
+
+
+def began_k_update(k, real_recon_loss, fake_recon_loss, gamma, lambda_k):
+    """k_{t+1} = clip(k_t + lambda_k * (gamma * L(x) - L(G(z))), 0, 1)."""
+    k = _f32(k) + lambda_k * (gamma * _f32(real_recon_loss) - _f32(fake_recon_loss))
+    return tf.clip_by_value(k, 0.0, 1.0)
+
+
+def began_convergence(real_recon_loss, fake_recon_loss, gamma):
+    """M = L(x) + |gamma * L(x) - L(G(z))|: falls as training converges."""
+    real_recon_loss, fake_recon_loss = _f32(real_recon_loss), _f32(fake_recon_loss)
+    return real_recon_loss + tf.abs(gamma * real_recon_loss - fake_recon_loss)

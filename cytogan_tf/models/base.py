@@ -1,0 +1,150 @@
+"""BaseGAN: the keras.Model every architecture subclasses.
+
+`fit()` drives the custom `train_step`, so steps_per_execution, callbacks and
+tf.distribute come from Keras. A subclass implements `_train_step(real) -> dict` of
+per-replica float32 scalars and declares `metric_names`.
+
+Distribution: losses are means over the replica's batch; `_apply` divides them by the
+number of replicas before differentiating because Keras' optimizer sums gradients across
+replicas, which then yields the gradient of the global-batch mean.
+Mixed float16: both optimizers are wrapped in LossScaleOptimizer (Keras only does that
+for the single `optimizer` it compiles, and a GAN has two).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def _num_replicas() -> int:
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:  # cross-replica context
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    return ctx.num_replicas_in_sync
+
+
+class BaseGAN(keras.Model):
+    metric_names: tuple[str, ...] = ("d_loss", "g_loss")
+
+    def __init__(
+        self,
+        generator: keras.Model,
+        discriminator: keras.Model,
+        encoder: keras.Model,
+        *,
+        latent_dim: int,
+        image_size: int,
+        arch: str,
+        encoder_dim: int,
+        seed: int = 0,
+        update: str = "simultaneous",
+        name: str | None = None,
+    ):
+        super().__init__(name=name or arch)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.encoder = encoder
+        self.latent_dim = int(latent_dim)
+        self.image_size = int(image_size)
+        self.encoder_dim = int(encoder_dim)
+        self.arch = arch
+        # "simultaneous": one fake batch serves the D and G updates (both gradients taken
+        # at the same weights, saving a G and a D forward pass per step);
+        # "alternating": G's update sees the freshly updated D (the textbook order).
+        self.update = update
+        self.seed_generator = keras.random.SeedGenerator(seed, name="gan_seed_generator")
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in self.metric_names}
+        self.g_optimizer = None
+        self.d_optimizer = None
+        self.built = True  # the sub-models are functional and already built
+
+    # -- Keras plumbing --------------------------------------------------------------
+    @property
+    def metrics(self):
+        # listed here so fit() resets them at each epoch
+        return list(self.trackers.values())
+
+    def compile(self, g_optimizer, d_optimizer, **kwargs):
+        """Compile with one optimizer per network. Extra kwargs (steps_per_execution,
+        jit_compile, run_eagerly) go to keras.Model.compile; XLA is off by default
+        because it is slower on CPU."""
+        kwargs.setdefault("jit_compile", False)
+        super().compile(optimizer=None, **kwargs)
+        if keras.config.dtype_policy().name == "mixed_float16":
+            g_optimizer = _loss_scaled(g_optimizer)
+            d_optimizer = _loss_scaled(d_optimizer)
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+
+    def call(self, z, training=False):
+        return self.generator(z, training=training)
+
+    # -- sampling --------------------------------------------------------------------
+    def sample_z(self, n: int, seed: int | None = None):
+        """Standard-normal latents; from the model's seed generator unless `seed` given."""
+        return keras.random.normal(
+            (n, self.latent_dim), seed=self.seed_generator if seed is None else int(seed)
+        )
+
+    def generate(self, z):
+        return self.generator(z, training=False)
+
+    def _noise(self, batch, shape_tail=None, kind="normal"):
+        """Per-replica random draws from the seed generator. The replica id is folded
+        into the seed so replicas of a MirroredStrategy do not draw identical noise."""
+        seed = self.seed_generator.next()
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            seed = seed + tf.stack([tf.cast(ctx.replica_id_in_sync_group, seed.dtype) * 7919, 0])
+        shape = tf.concat([[batch], shape_tail or [self.latent_dim]], axis=0)
+        if kind == "uniform":
+            return tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32)
+        return tf.random.stateless_normal(shape, seed=seed, dtype=tf.float32)
+
+    # -- training --------------------------------------------------------------------
+    def train_step(self, data):
+        if self.g_optimizer is None:
+            raise RuntimeError("call gan.compile(g_optimizer, d_optimizer) before training")
+        images = _images_of(data)
+        values = self._train_step(tf.cast(images, tf.float32))
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: t.result() for name, t in self.trackers.items()}
+
+    def _train_step(self, real):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def _scaled(optimizer, loss):
+        """Loss to differentiate (call inside the tape): replica- and loss-scaled."""
+        loss = loss / tf.cast(_num_replicas(), loss.dtype)
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            loss = optimizer.scale_loss(loss)
+        return loss
+
+    @staticmethod
+    def _apply(optimizer, tape, scaled_loss, model):
+        variables = model.trainable_variables
+        grads = tape.gradient(scaled_loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    def extra_state(self) -> dict:
+        """State outside the networks' weights that a checkpoint must also hold
+        (beyond generator, discriminator and both optimizers)."""
+        return {"seed_generator_state": self.seed_generator.state}
+
+
+def _loss_scaled(opt):
+    if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+        return opt
+    return keras.optimizers.LossScaleOptimizer(opt, name=f"{opt.name}_loss_scale")
+
+
+def _images_of(data):
+    """fit() hands over a batch, a 1-tuple (x,), or a pipeline dict with "image"."""
+    if isinstance(data, dict):
+        return data["image"]
+    if isinstance(data, (tuple, list)):
+        return data[0]
+    return data

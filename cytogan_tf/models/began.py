@@ -1,0 +1,79 @@
+"""BEGAN: an autoencoder discriminator, equilibrium term k_t and convergence measure M.
+
+k_t is a non-trainable tf.Variable (`gan.k_t`) that a checkpoint must hold (see
+`extra_state`). Under tf.distribute its update uses the cross-replica mean losses, so
+every replica writes the same value. The encoder is the autoencoder's bottleneck.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from .. import losses
+from .base import BaseGAN
+from .networks import build_autoencoder, build_generator
+
+
+class BEGAN(BaseGAN):
+    metric_names = ("d_loss", "g_loss", "k", "M")
+
+    def __init__(self, *args, gamma=0.5, lambda_k=1e-3, k_init=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gamma = float(gamma)
+        self.lambda_k = float(lambda_k)
+        self.k_t = tf.Variable(
+            float(k_init), trainable=False, dtype=tf.float32, name="began_k",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+    @classmethod
+    def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update,
+                           arch, gamma=0.5, lambda_k=1e-3, k_init=0.0):
+        gen = build_generator(latent_dim, image_size, widths, norm="none", act="elu")
+        disc, enc = build_autoencoder(image_size, widths, encoder_dim)
+        return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
+                   encoder_dim=encoder_dim, seed=seed, update=update,
+                   gamma=gamma, lambda_k=lambda_k, k_init=k_init)
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "k_t": self.k_t}
+
+    def _recon_losses(self, real, fake):
+        recon = self.discriminator(tf.concat([real, fake], axis=0), training=True)
+        real_recon, fake_recon = tf.split(recon, 2, axis=0)
+        return (losses.began_reconstruction_loss(real, real_recon),
+                losses.began_reconstruction_loss(fake, fake_recon))
+
+    def _train_step(self, real):
+        z = self._noise(tf.shape(real)[0])
+        k = tf.identity(self.k_t)
+        if self.update == "simultaneous":  # the BEGAN paper's own update order
+            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+                fake = self.generator(z, training=True)
+                l_real, l_fake = self._recon_losses(real, fake)
+                d_loss = losses.began_discriminator_loss(l_real, l_fake, k)
+                g_loss = losses.began_generator_loss(l_fake)
+                d_scaled = self._scaled(self.d_optimizer, d_loss)
+                g_scaled = self._scaled(self.g_optimizer, g_loss)
+            self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
+            self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
+        else:
+            with tf.GradientTape() as d_tape:
+                fake = self.generator(z, training=True)
+                l_real, l_fake = self._recon_losses(real, tf.stop_gradient(fake))
+                d_loss = losses.began_discriminator_loss(l_real, l_fake, k)
+                d_scaled = self._scaled(self.d_optimizer, d_loss)
+            self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
+            with tf.GradientTape() as g_tape:
+                fake = self.generator(z, training=True)
+                g_loss = losses.began_generator_loss(
+                    losses.began_reconstruction_loss(fake, self.discriminator(fake, training=True)))
+                g_scaled = self._scaled(self.g_optimizer, g_loss)
+            self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
+        ctx = tf.distribute.get_replica_context()
+        mean_real, mean_fake = l_real, l_fake
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            mean_real, mean_fake = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [l_real, l_fake])
+        self.k_t.assign(losses.began_k_update(k, mean_real, mean_fake, self.gamma, self.lambda_k))
+        m = losses.began_convergence(l_real, l_fake, self.gamma)
+        return {"d_loss": d_loss, "g_loss": g_loss, "k": self.k_t.read_value(), "M": m}

@@ -1,0 +1,106 @@
+"""Convolutional building blocks shared by the four GANs.
+
+Every network works at `image_size` = 16 * s (s = 2..8, i.e. 32..128 px): four stride-2
+stages between an s x s feature map and the image. `widths` lists the channel counts from
+the deepest (s x s) stage to the shallowest, e.g. [256, 128, 64, 32]. Images are
+channels_last (oneDNN's fast layout on CPU). Output layers are float32 so losses and
+exported signatures never see bfloat16/float16.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+KERNEL = 4  # 4x4 kernels with stride 2 tile evenly (no checkerboard from uneven overlap)
+
+
+def start_size(image_size: int) -> int:
+    return image_size // 16
+
+
+def _norm(kind: str, name: str):
+    if kind == "batch":
+        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+    if kind == "layer":
+        return layers.LayerNormalization(axis=[1, 2, 3], epsilon=1e-5, name=name)
+    return None
+
+
+def _act(kind: str, name: str):
+    if kind == "relu":
+        return layers.ReLU(name=name)
+    if kind == "elu":
+        return layers.ELU(name=name)
+    return layers.LeakyReLU(negative_slope=0.2, name=name)
+
+
+def upsampling_decoder(z, image_size, widths, *, norm, act, prefix, out_activation):
+    """Dense -> s x s x widths[0] -> four transposed-conv stages -> H x W x 3 (float32)."""
+    s = start_size(image_size)
+    use_bias = norm == "none"
+    x = layers.Dense(s * s * widths[0], use_bias=use_bias, name=f"{prefix}_project")(z)
+    x = layers.Reshape((s, s, widths[0]), name=f"{prefix}_reshape")(x)
+    for i, w in enumerate(list(widths[1:]) + [None]):
+        n = _norm(norm, f"{prefix}_norm{i}")
+        if n is not None:
+            x = n(x)
+        x = _act(act, f"{prefix}_act{i}")(x)
+        if w is None:
+            break
+        x = layers.Conv2DTranspose(
+            w, KERNEL, strides=2, padding="same", use_bias=use_bias, name=f"{prefix}_up{i}"
+        )(x)
+    x = layers.Conv2DTranspose(3, KERNEL, strides=2, padding="same", name=f"{prefix}_to_rgb")(x)
+    return layers.Activation(out_activation, dtype="float32", name=f"{prefix}_out")(x)
+
+
+def downsampling_features(images, widths, *, norm, act, prefix):
+    """Four stride-2 conv stages (shallow -> deep widths), flattened. No norm on the
+    first stage (the usual DCGAN choice: normalising raw pixels hurts)."""
+    x = images
+    for i, w in enumerate(reversed(widths)):
+        n = _norm(norm, f"{prefix}_norm{i}") if i > 0 else None
+        x = layers.Conv2D(
+            w, KERNEL, strides=2, padding="same", use_bias=n is None, name=f"{prefix}_conv{i}"
+        )(x)
+        if n is not None:
+            x = n(x)
+        x = _act(act, f"{prefix}_act{i}")(x)
+    return layers.Flatten(name=f"{prefix}_flatten")(x)
+
+
+def build_generator(latent_dim, image_size, widths, *, norm="batch", act="relu", name="generator"):
+    """z [B, latent] -> images [B, H, W, 3] in [-1, 1] (tanh), float32."""
+    z = keras.Input((latent_dim,), name="z")
+    out = upsampling_decoder(
+        z, image_size, widths, norm=norm, act=act, prefix="g", out_activation="tanh"
+    )
+    return keras.Model(z, out, name=name)
+
+
+def build_discriminator_with_encoder(image_size, widths, encoder_dim, *, norm="batch"):
+    """Discriminator whose output is Dense(1) on a linear `encoder_dim` hidden layer.
+
+    The hidden layer (the seed paper's cell encoder) is trained as part of the
+    discriminator; the returned encoder model shares its layers. Returns (D, encoder).
+    """
+    images = keras.Input((image_size, image_size, 3), name="images")
+    feats = downsampling_features(images, widths, norm=norm, act="lrelu", prefix="d")
+    hidden = layers.Dense(encoder_dim, dtype="float32", name="encoder_hidden")(feats)
+    logits = layers.Dense(1, dtype="float32", name="d_logits")(hidden)
+    disc = keras.Model(images, logits, name="discriminator")
+    encoder = keras.Model(images, hidden, name="encoder")
+    return disc, encoder
+
+
+def build_autoencoder(image_size, widths, encoder_dim):
+    """BEGAN discriminator: conv encoder -> linear bottleneck -> decoder. Returns
+    (autoencoder, encoder) with the encoder ending at the float32 bottleneck."""
+    images = keras.Input((image_size, image_size, 3), name="images")
+    feats = downsampling_features(images, widths, norm="none", act="elu", prefix="d_enc")
+    code = layers.Dense(encoder_dim, dtype="float32", name="encoder_hidden")(feats)
+    recon = upsampling_decoder(
+        code, image_size, widths, norm="none", act="elu", prefix="d_dec", out_activation="linear"
+    )
+    return keras.Model(images, recon, name="discriminator"), keras.Model(images, code, name="encoder")

@@ -1,0 +1,64 @@
+"""WGAN-GP: a critic without batch norm (layer norm or none), `n_critic` critic updates
+per generator update, gradient penalty weighted by `gp_weight`.
+
+One train_step = `n_critic` critic updates on the step's real batch (fresh noise for
+each) and one generator update. The generator update reuses the last critic
+iteration's fake batch and critic scores ("simultaneous" update) unless
+update="alternating".
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from .. import losses
+from .base import BaseGAN
+from .networks import build_discriminator_with_encoder, build_generator
+
+
+class WGANGP(BaseGAN):
+    metric_names = ("d_loss", "g_loss", "gp", "w_distance")
+
+    def __init__(self, *args, n_critic=5, gp_weight=10.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.n_critic = int(n_critic)
+        self.gp_weight = float(gp_weight)
+
+    @classmethod
+    def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update,
+                           arch, n_critic=5, gp_weight=10.0, critic_norm="layer"):
+        gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
+        disc, enc = build_discriminator_with_encoder(image_size, widths, encoder_dim, norm=critic_norm)
+        return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
+                   encoder_dim=encoder_dim, seed=seed, update=update,
+                   n_critic=n_critic, gp_weight=gp_weight)
+
+    def _critic_losses(self, real, fake):
+        scores = self.discriminator(tf.concat([real, fake], axis=0), training=True)
+        real_scores, fake_scores = tf.split(scores, 2, axis=0)
+        alpha = self._noise(tf.shape(real)[0], [1, 1, 1], kind="uniform")
+        gp = losses.gradient_penalty(self.discriminator, real, tf.stop_gradient(fake), alpha)
+        wd = losses.wasserstein_discriminator_loss(real_scores, fake_scores)
+        return wd + self.gp_weight * gp, gp, -wd, fake_scores
+
+    def _train_step(self, real):
+        batch = tf.shape(real)[0]
+        simultaneous = self.update == "simultaneous"
+        for i in range(self.n_critic):  # unrolled in the graph; n_critic is small
+            last = i == self.n_critic - 1
+            z = self._noise(batch)
+            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+                fake = self.generator(z, training=True)
+                d_loss, gp, w_dist, fake_scores = self._critic_losses(real, fake)
+                d_scaled = self._scaled(self.d_optimizer, d_loss)
+                if last and simultaneous:
+                    g_loss = losses.wasserstein_generator_loss(fake_scores)
+                    g_scaled = self._scaled(self.g_optimizer, g_loss)
+            self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
+        if not simultaneous:
+            with tf.GradientTape() as g_tape:
+                fake = self.generator(z, training=True)
+                g_loss = losses.wasserstein_generator_loss(self.discriminator(fake, training=True))
+                g_scaled = self._scaled(self.g_optimizer, g_loss)
+        self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
+        return {"d_loss": d_loss, "g_loss": g_loss, "gp": gp, "w_distance": w_dist}
