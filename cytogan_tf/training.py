@@ -101,7 +101,7 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     from .precision import resolve_policy, set_policy
 
     out = Path(out_dir)
-    cfg = _with_train_defaults(cfg)
+    cfg = with_train_defaults(cfg)
     tcfg = cfg["train"]
     previous = _check_run_dir(out, resume)
     if previous is not None:
@@ -459,7 +459,9 @@ def _build_networks(gan):
         gan.encoder(np.zeros((1, size, size, 3), np.float32), training=False)
 
 
-def _with_train_defaults(cfg: Mapping[str, Any]) -> dict:
+def with_train_defaults(cfg: Mapping[str, Any]) -> dict:
+    """A copy of `cfg` whose [train] has every key this module reads (so --set can
+    override them even where the TOML leaves them out)."""
     import copy
 
     cfg = copy.deepcopy(dict(cfg))

@@ -1,0 +1,159 @@
+"""`cytogan sample | interpolate | arithmetic`: images from a trained generator.
+
+RUN_OR_EXPORT is a run directory (restored via `load_run`) or an exported generator
+SavedModel (`exported/<name>-generator/<N>`, or its base dir: the newest version is used).
+Latents are drawn with numpy from `--seed`s (`cytogan_tf.latent.sample_latent`), so the
+same seed gives the same cell from a run and from its export.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+def _open_generator(path):
+    """(generate(z) -> float32 [N,H,W,3] in [0,1], latent_dim, latent distribution)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from cytogan_tf.errors import DataError
+
+    path = Path(path)
+    if (path / "run.json").is_file():
+        from cytogan_tf.training import generate_unit, load_run
+
+        loaded = load_run(path)
+        dist = loaded.config["model"].get("latent_distribution", "normal")
+        return (lambda z: generate_unit(loaded.gan, z)), int(loaded.gan.latent_dim), dist
+    if not (path / "saved_model.pb").is_file() and path.is_dir():
+        versions = sorted((p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()),
+                          key=lambda p: int(p.name))
+        if versions:
+            path = versions[-1]
+    if not (path / "saved_model.pb").is_file():
+        raise DataError(f"{path}: neither a run directory (run.json) nor an exported generator "
+                        f"(saved_model.pb)")
+    import tensorflow as tf
+
+    try:
+        fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    except (KeyError, OSError, ValueError, tf.errors.OpError) as exc:
+        raise DataError(f"{path}: cannot load the generator's serving_default signature ({exc})") from None
+    inputs = fn.structured_input_signature[1]
+    if "z" not in inputs:
+        raise DataError(f"{path}: serving_default takes {sorted(inputs)}, not z (an encoder export?)")
+    latent_dim = int(inputs["z"].shape[-1])
+    meta_file = path / "assets" / "cytogan.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+
+    def generate(z):
+        out = fn(z=tf.constant(np.asarray(z, np.float32)))
+        images = out["images"] if "images" in out else next(iter(out.values()))
+        return np.clip(images.numpy().astype(np.float32), 0.0, 1.0)
+
+    return generate, latent_dim, meta.get("latent_distribution", "normal")
+
+
+def _generate_batched(generate, z, batch=64):
+    import numpy as np
+
+    return np.concatenate([generate(z[i:i + batch]) for i in range(0, len(z), batch)], axis=0)
+
+
+def _latents_from(spec: str, latent_dim: int, dist: str, option: str):
+    """Comma-separated seeds (one z each) or a .npy file of [D] / [N, D] vectors."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from cytogan_tf.errors import ConfigError, DataError
+    from cytogan_tf.latent import sample_latent
+
+    if spec.endswith(".npy"):
+        try:
+            z = np.load(spec)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{spec}: cannot read latent vectors ({exc})") from None
+        z = np.atleast_2d(z).astype(np.float32)
+        if z.ndim != 2 or z.shape[1] != latent_dim:
+            raise DataError(f"{spec}: expected vectors of length {latent_dim}, got shape {z.shape}")
+        return z
+    if Path(spec).suffix:
+        raise ConfigError(f"{option}: {spec!r} is neither comma-separated seeds nor a .npy file")
+    try:
+        seeds = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"{option}: expected comma-separated integer seeds, got {spec!r}") from None
+    if not seeds:
+        raise ConfigError(f"{option}: no seeds given")
+    return np.concatenate([sample_latent(1, latent_dim, seed=s, distribution=dist) for s in seeds])
+
+
+_source = click.argument("source", metavar="RUN_OR_EXPORT", type=click.Path(exists=True))
+_out = click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+                    help="PNG file to write.")
+
+
+@click.command()
+@_source
+@_out
+@click.option("--n", "n", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Number of cells.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draws.")
+@click.option("--ncols", type=click.IntRange(1), default=None, help="Grid columns (default: square).")
+def sample(source, out_path, n, seed, ncols):
+    """Write a grid of generated cells."""
+    from cytogan_tf.grids import write_grid
+    from cytogan_tf.latent import sample_latent
+
+    generate, latent_dim, dist = _open_generator(source)
+    images = _generate_batched(generate, sample_latent(n, latent_dim, seed=seed, distribution=dist))
+    grid = write_grid(out_path, images, ncols=ncols)
+    click.echo(f"{out_path}: {n} cells, {grid.shape[1]}x{grid.shape[0]} px", err=True)
+
+
+@click.command()
+@_source
+@_out
+@click.option("--steps", type=click.IntRange(2, 256), default=10, show_default=True,
+              help="Images along the path, endpoints included.")
+@click.option("--seed-a", type=int, default=0, show_default=True, help="Seed of the start z.")
+@click.option("--seed-b", type=int, default=1, show_default=True, help="Seed of the end z.")
+@click.option("--method", type=click.Choice(["slerp", "lerp"]), default="slerp", show_default=True)
+def interpolate(source, out_path, steps, seed_a, seed_b, method):
+    """Write a strip of cells morphing from one latent point to another."""
+    from cytogan_tf.grids import write_grid
+    from cytogan_tf.latent import interpolate as interpolate_z, sample_latent
+
+    generate, latent_dim, dist = _open_generator(source)
+    z0 = sample_latent(1, latent_dim, seed=seed_a, distribution=dist)[0]
+    z1 = sample_latent(1, latent_dim, seed=seed_b, distribution=dist)[0]
+    images = _generate_batched(generate, interpolate_z(z0, z1, steps, method=method))
+    grid = write_grid(out_path, images, ncols=steps)
+    click.echo(f"{out_path}: {steps} steps, {grid.shape[1]}x{grid.shape[0]} px", err=True)
+
+
+@click.command()
+@_source
+@_out
+@click.option("--a", "a_spec", required=True, help="Seeds (1,2,3) or a .npy of z vectors: group a.")
+@click.option("--b", "b_spec", required=True, help="Group b, subtracted.")
+@click.option("--c", "c_spec", required=True, help="Group c, added.")
+def arithmetic(source, out_path, a_spec, b_spec, c_spec):
+    """Latent arithmetic mean(a) - mean(b) + mean(c): a strip [a, b, c, result]."""
+    import numpy as np
+
+    from cytogan_tf.grids import write_grid
+    from cytogan_tf.latent import vector_arithmetic
+
+    generate, latent_dim, dist = _open_generator(source)
+    za = _latents_from(a_spec, latent_dim, dist, "--a")
+    zb = _latents_from(b_spec, latent_dim, dist, "--b")
+    zc = _latents_from(c_spec, latent_dim, dist, "--c")
+    result = vector_arithmetic(za, zb, zc)
+    z = np.stack([za.mean(0), zb.mean(0), zc.mean(0), result]).astype(np.float32)
+    grid = write_grid(out_path, generate(z), ncols=4)
+    click.echo(f"{out_path}: mean(a) | mean(b) | mean(c) | a - b + c, "
+               f"{grid.shape[1]}x{grid.shape[0]} px", err=True)

@@ -1,0 +1,65 @@
+"""`cytogan train`: shards -> run directory (checkpoints, samples, TensorBoard logs)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--arch", type=click.Choice(["wgan", "lsgan", "dcgan", "began"]),
+              help="Architecture; picks configs/<arch>.toml unless --config is given. "
+                   "Optional with --resume (the run's config.toml is used).")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
+              help="Shards directory written by `cytogan prepare`.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Run directory to create (or continue with --resume).")
+@click.option("--config", "config_name", default=None,
+              help="Bundled config name or path to a TOML file (default: the --arch config).")
+@click.option("--steps", type=int, default=None, help="Total training steps (train.steps).")
+@click.option("--batch-size", type=int, default=None, help="Global batch size (train.batch_size).")
+@click.option("--image-size", type=int, default=None,
+              help="Model image size (model.image_size); must equal the shards' crop size.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
+              default=None, help="Dtype policy (default: train.precision, usually auto).")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]),
+              default="default", show_default=True,
+              help="tf.distribute strategy; multiworker reads TF_CONFIG.")
+@click.option("--seed", type=int, default=None, help="Seed for weights, noise and data order.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--sample-every", type=int, default=None, help="Write a sample grid every N steps.")
+@click.option("--checkpoint-every", type=int, default=None, help="Save a checkpoint every N steps.")
+@click.option("--log-every", type=int, default=None, help="TensorBoard scalars every N steps.")
+@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
+              help="Override any config key, e.g. --set train.g_lr=1e-4 (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(arch, data_dir, out_dir, config_name, steps, batch_size, image_size, precision,
+          strategy, seed, resume, sample_every, checkpoint_every, log_every, set_items, quiet):
+    """Train a GAN on prepared shards; Ctrl-C or a crash loses at most one checkpoint interval."""
+    from pathlib import Path
+
+    from cytogan_tf.config import apply_overrides, load_config, parse_set_options
+    from cytogan_tf.errors import ConfigError
+    from cytogan_tf.training import CONFIG_TOML, train as run_training, with_train_defaults
+
+    if resume and config_name is None and (Path(out_dir) / CONFIG_TOML).is_file():
+        cfg = load_config(Path(out_dir) / CONFIG_TOML)
+        if arch is not None and cfg["model"].get("arch") != arch:
+            raise ConfigError(f"{Path(out_dir) / CONFIG_TOML}: run is {cfg['model'].get('arch')!r}, "
+                              f"not --arch {arch}")
+    else:
+        if arch is None and config_name is None:
+            raise ConfigError("--arch (or --config) is required for a new run")
+        cfg = load_config(config_name or arch)
+        if arch is not None and cfg.get("model", {}).get("arch") != arch:
+            raise ConfigError(f"config {config_name}: model.arch is "
+                              f"{cfg.get('model', {}).get('arch')!r}, not --arch {arch}")
+    cfg = with_train_defaults(cfg)
+    cfg = apply_overrides(cfg, {"train.batch_size": batch_size, "model.image_size": image_size})
+    cfg = apply_overrides(cfg, parse_set_options(set_items))
+    result = run_training(
+        cfg, data_dir, out_dir, steps=steps, resume=resume, precision=precision,
+        strategy=strategy, seed=seed, sample_every=sample_every,
+        checkpoint_every=checkpoint_every, log_every=log_every, verbose=0 if quiet else 1)
+    click.echo(f"step {result.step} ({result.precision}, {result.images_per_second:.1f} img/s); "
+               f"checkpoint {result.checkpoint}", err=True)
+    click.echo(str(result.run_dir))
