@@ -162,6 +162,7 @@ def _check_shape(tensor, expected, what):
     assertion = tf.debugging.Assert(
         tf.reduce_all(tf.stack(checks)),
         [f"expected {what} of shape [{shown}], got", shape],
+        summarize=len(expected) + 4,
     )
     with tf.control_dependencies([assertion]):
         return tf.identity(tensor)
