@@ -304,7 +304,12 @@ def frechet_distance(a, b) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a = np.atleast_2d(np.cov(a, rowvar=False))
     cov_b = np.atleast_2d(np.cov(b, rowvar=False))
-    covmean = linalg.sqrtm(cov_a @ cov_b)
+    import warnings
+
+    with warnings.catch_warnings():
+        # singular products (fewer samples than features) are handled just below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(covmean).all():
         # singular product: nudge both covariances (the usual FID fix)
         eps = 1e-6 * np.eye(cov_a.shape[0])

@@ -66,15 +66,11 @@ class Encoder:
 
 def resolve_export_dir(path) -> Path:
     """A version directory; given a model base path (`exported/x-encoder`), its newest version."""
-    path = Path(path)
-    if not path.is_dir():
+    from .export import resolve_export_dir as resolve
+
+    if not Path(path).exists():
         raise DataError(f"encoder directory not found: {path}")
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = sorted((int(p.name), p) for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file())
-    if not versions:
-        raise DataError(f"{path}: no saved_model.pb (not an exported encoder or its base path)")
-    return versions[-1][1]
+    return resolve(path)
 
 
 def model_name(path: Path, metadata: dict) -> str:
@@ -299,3 +295,37 @@ def profile_shards(shards_dir, out_dir, *, encoder=None, features="encoder", nor
         **stats,
     }
     return write_profiles(out_dir, cells, profiles, settings)
+
+
+def ensure_shards(data_dir, out_dir, *, encoder: Encoder | None = None, layout="bbbc021",
+                  crop_size=None, workers=1, progress=True) -> Path:
+    """A shards directory for `data_dir`: itself when prepared, else raw plates prepared
+    into `<out_dir>/shards` with the encoder's crop size and the normalisation method and
+    percentiles recorded in its metadata (per-plate ranges are measured on these plates)."""
+    from .data.prepare import PrepareOptions, prepare
+    from .data.shards import DATASET_JSON
+
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise DataError(f"data directory not found: {data_dir}")
+    if (data_dir / DATASET_JSON).is_file():
+        return data_dir
+    overrides = {"workers": workers, "progress": progress}
+    if encoder is not None:
+        if crop_size is not None and int(crop_size) != encoder.image_size:
+            raise DataError(f"crop size mismatch: --crop-size {crop_size}, encoder {encoder.path} "
+                            f"expects {encoder.image_size}")
+        overrides["crop_size"] = encoder.image_size
+        norm = encoder.metadata.get("normalization") or {}
+        if norm.get("method") not in (None, "percentile"):
+            raise DataError(f"{encoder.path}: normalisation method {norm.get('method')!r} is not "
+                            "supported by prepare (percentile)")
+        if norm.get("percentiles"):
+            overrides["percentiles"] = tuple(float(p) for p in norm["percentiles"])
+    elif crop_size is not None:
+        overrides["crop_size"] = int(crop_size)
+    shards_dir = Path(out_dir) / "shards"
+    result = prepare(data_dir, shards_dir, layout=layout, options=PrepareOptions(**overrides))
+    if result.n_cells == 0:
+        raise DataError(f"{data_dir}: no cells found in the plates (empty data set)")
+    return shards_dir
