@@ -30,6 +30,7 @@ import io
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -148,9 +149,7 @@ def _load_bbbc021(
     positive_controls: Iterable[tuple[str, float]],
 ) -> pd.DataFrame:
     images = read_csv_table(image_csv, IMAGE_COLUMNS)
-    moas = read_csv_table(moa_csv, MOA_COLUMNS, allow_empty=True) if moa_csv.exists() else None
-    if moas is None:
-        raise DataError(f"{moa_csv}: MOA table not found (column names expected: {', '.join(MOA_COLUMNS)})")
+    moas = read_csv_table(moa_csv, MOA_COLUMNS, allow_empty=True)
 
     skipped: list[tuple[str, str]] = []
     rows = []
@@ -222,7 +221,7 @@ def _parse_image_row(rec: dict, root: Path, csv: Path, check_files: bool, line: 
         if not name:
             fail(str(csv), f"column Image_FileName_{stain} is empty")
         path = root / folder / name
-        if check_files and not path.is_file():
+        if check_files and not os.path.isfile(path):  # isfile: False, not OSError, for odd names
             fail(str(path), f"image file not found: {path}")
         paths[f"PathName_{channel}"] = str(path)
 
@@ -315,7 +314,7 @@ def read_csv_table(path: Path, required: list[str], allow_empty: bool = False) -
     Every cell stays a string (no NaN guessing) so callers parse and report each value.
     """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.isfile(path):
         raise DataError(f"{path}: CSV file not found")
     try:
         raw = path.read_bytes()
@@ -329,9 +328,14 @@ def read_csv_table(path: Path, required: list[str], allow_empty: bool = False) -
     if not text.strip():
         raise DataError(f"{path}: CSV file is empty")
     try:
-        table = pd.read_csv(
-            io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True
-        )
+        with warnings.catch_warnings():
+            # pandas only warns when a row has more fields than the header and drops them;
+            # that is a broken table (an unquoted comma), so make it an error.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(
+                io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False,
+                skipinitialspace=True, index_col=False,
+            )
     except Exception as exc:  # pandas raises several parser error types; all mean "bad CSV"
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot parse CSV: {msg}") from None
@@ -351,7 +355,7 @@ def read_csv_table(path: Path, required: list[str], allow_empty: bool = False) -
 def read_channel(path: str | os.PathLike) -> np.ndarray:
     """One channel image as a 2-D array in its original dtype (uint8, uint16 or float32)."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.isfile(path):
         raise DataError(f"{path}: image file not found")
     image = _decode(path)
     if image.ndim > 2:

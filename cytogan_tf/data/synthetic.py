@@ -307,8 +307,8 @@ def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float) -
     phi = np.arctan2(v / b, u / a)
     edge = np.ones_like(phi)
     ragged = 0.3 * p["ragged"] if mitotic else p["ragged"]
-    for k in (2, 3, 5):
-        edge += ragged * rng.normal(0, 0.6) * np.cos(k * phi + rng.uniform(0, 2 * math.pi))
+    for k, amp in ((2, 0.7), (3, 0.5), (4, 0.3), (6, 0.15)):
+        edge += ragged * amp * rng.normal(0, 0.8) * np.cos(k * phi + rng.uniform(0, 2 * math.pi))
     cell = np.clip((edge - rho) * r / 1.5 + 0.5, 0, 1)
     patch = (slice(y0, y1), slice(x0, x1))
     tex_a, tex_b = fields[0][patch], fields[1][patch]
@@ -339,14 +339,14 @@ def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float) -
         dna += m * intensity * (0.8 + 0.2 * (1 - np.minimum(nrho, 1) ** 2)) * (1 + chrom * tex_a)
         nuc_mask = np.maximum(nuc_mask, m)
 
-    # Actin: cortical rim + stress fibres along one direction + aggregates.
+    # Actin: cortical rim + a few roughly parallel stress fibres + aggregates.
     rim = np.exp(-(((rho - edge * 0.92) / 0.09) ** 2))
-    beta = rng.uniform(0, math.pi)
-    along = dx * math.cos(beta) + dy * math.sin(beta)
-    across = -dx * math.sin(beta) + dy * math.cos(beta)
-    fib = (0.5 + 0.5 * np.cos(2 * math.pi * across / rng.uniform(3.5, 5.5) + 1.5 * tex_b
-                              + 0.05 * along)) ** 6
-    actin = 0.22 + p["cortex"] * rim + p["fibres"] * fib * (1 - 0.5 * nuc_mask)
+    n_fib = rng.integers(3, 8)
+    beta = rng.uniform(0, math.pi) + rng.normal(0, 0.15, n_fib)[:, None, None]
+    offsets = rng.uniform(-0.8, 0.8, n_fib)[:, None, None] * r
+    across = -dx[None] * np.sin(beta) + dy[None] * np.cos(beta) - offsets
+    fib = (rng.uniform(0.4, 1.0, n_fib)[:, None, None] * np.exp(-((across / 0.9) ** 2))).sum(0)
+    actin = 0.25 + p["cortex"] * rim + 1.3 * p["fibres"] * fib * (1 - 0.6 * nuc_mask)
     n_agg = rng.poisson(6 * p["aggregates"])
     if n_agg:
         ar = rng.uniform(0, 0.8, n_agg) * r
@@ -356,24 +356,30 @@ def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float) -
         blobs = np.exp(-((dy[None] - ay[:, None, None]) ** 2 + (dx[None] - ax[:, None, None]) ** 2)
                        / (2 * sig**2))
         actin = actin + 2.5 * blobs.sum(0)
-    actin = actin * cell * p["actin"]
+    actin = actin * cell * p["actin"] * (1 + 0.2 * tex_b)
 
-    # Tubulin: filaments radiating from the centrosome next to the nucleus.
-    dist = np.hypot(dx, dy)
-    ang = np.arctan2(dy, dx)
+    # Tubulin: thin, slightly curved filaments radiating from a centrosome beside the
+    # nucleus; stabilisers make fewer, thicker, brighter bundles, destabilisers a haze.
+    cy_c, cx_c = rng.normal(0, 0.15 * r, size=2)
     bundled = p["bundling"]
-    n_fil = max(4, int(round(rng.integers(14, 22) * (1 - 0.55 * bundled))))
-    kappa = 60.0 * (1 - 0.5 * bundled)
+    n_fil = max(5, int(round(rng.integers(16, 26) * (1 - 0.5 * bundled))))
     dirs = rng.uniform(0, 2 * math.pi, n_fil)[:, None, None]
-    wobble = 0.25 * np.sin(dist[None] / rng.uniform(4, 8) + rng.uniform(0, 6.3, n_fil)[:, None, None])
-    fil = np.exp(kappa * (np.cos(ang[None] - dirs - wobble) - 1)).sum(0)
-    fil = fil / (1 + 0.3 * fil)
-    tub = 0.35 + p["filaments"] * (1 + bundled) * fil * 0.7
-    tub = tub + bundled * 1.2 * np.exp(-(((rho - edge * 0.85) / 0.12) ** 2))  # peripheral bundles
+    ry, rx = dy[None] - cy_c, dx[None] - cx_c
+    along = rx * np.cos(dirs) + ry * np.sin(dirs)
+    bend = rng.normal(0, 0.02, n_fil)[:, None, None] * along**2 / max(r, 1) * 3
+    perp = -rx * np.sin(dirs) + ry * np.cos(dirs) - bend
+    width = 0.75 + 0.9 * bundled
+    fil = (np.exp(-((perp / width) ** 2)) * (along > 0)
+           * rng.uniform(0.5, 1.0, n_fil)[:, None, None]).sum(0)
+    fil = fil / (1 + 0.5 * fil)  # overlapping filaments saturate instead of adding up
+    dist = np.hypot(rx[0], ry[0])
+    tub = 0.3 + 1.4 * p["filaments"] * (1 + bundled) * fil
+    tub = tub + bundled * 1.0 * np.exp(-(((rho - edge * 0.85) / 0.1) ** 2))  # peripheral bundles
+    tub = tub + 0.8 * np.exp(-(dist**2) / (2 * (0.12 * r) ** 2))  # centrosome
     if mitotic:
-        tub = tub * 0.6 + 2.0 * np.exp(-(dist**2) / (2 * (0.22 * r) ** 2))  # spindle/aster
+        tub = tub * 0.5 + 2.0 * np.exp(-(dist**2) / (2 * (0.22 * r) ** 2))  # spindle/aster
     tub = tub * (0.7 + 0.3 * np.exp(-rho)) * (1 - 0.55 * nuc_mask) * cell * p["tubulin"]
-    tub = tub * (1 + 0.25 * tex_b)
+    tub = tub * (1 + 0.2 * tex_b)
 
     canvas[0, y0:y1, x0:x1] += dna * np.maximum(cell, nuc_mask)
     canvas[1, y0:y1, x0:x1] += actin
