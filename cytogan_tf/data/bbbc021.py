@@ -361,7 +361,9 @@ def read_channel(path: str | os.PathLike) -> np.ndarray:
     if image.ndim > 2:
         squeezed = np.squeeze(image)
         image = squeezed if squeezed.ndim == 2 else image
-    if image.ndim != 2 or image.size == 0:
+    if image.size == 0:
+        raise DataError(f"{path}: unreadable or corrupt TIFF (no image data)")
+    if image.ndim != 2:
         raise DataError(
             f"{path}: expected a single-channel 2-D image, got shape {tuple(image.shape)}"
         )
@@ -377,12 +379,18 @@ def read_channel(path: str | os.PathLike) -> np.ndarray:
 def _decode(path: Path) -> np.ndarray:
     import tifffile
 
+    # tifffile logs its own complaint about broken files; the DataError says it once.
+    tiff_log = logging.getLogger("tifffile")
+    level = tiff_log.level
+    tiff_log.setLevel(logging.CRITICAL)
     try:
         return np.asarray(tifffile.imread(path))
     except tifffile.TiffFileError as exc:
         first_error = exc  # not a TIFF at all: maybe PNG/JPEG, let scikit-image try
     except Exception as exc:  # truncated strips, bad compression, ...: corrupt TIFF
         raise DataError(f"{path}: unreadable or corrupt TIFF ({_one_line(exc)})") from None
+    finally:
+        tiff_log.setLevel(level)
     try:
         from skimage import io as skio
 
