@@ -398,7 +398,8 @@ def export_run(run_dir: str | os.PathLike, name: str, base_dir: str | os.PathLik
         "channels": list(info.get("channels") or CHANNELS),
         "normalization": info.get("normalization"),
         "crop_size": info.get("crop_size"),
-        "training_precision": train_cfg.get("precision"),
+        "training_precision": (getattr(loaded, "run_info", None) or {}).get("precision")
+        or train_cfg.get("precision"),
         "run_dir": str(run_dir.resolve()),
     }
     return export_models(gan.generator, gan.encoder, metadata, name, base_dir, version, config_root)
