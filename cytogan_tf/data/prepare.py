@@ -255,7 +255,8 @@ def _load_or_make_state(parts: Path, plan, fingerprint, rows, options, load_skip
              "normalization": normalization, "load_skipped": load_skipped,
              "normalization_skipped": norm_skipped}
     atomic_write_json(path, state)  # saved before any shard work: resumes reuse it
-    return state
+    # Continue from what was saved, so a fresh run and a resumed one see identical values.
+    return json.loads(path.read_text())
 
 
 def _read_state(parts: Path) -> dict:
@@ -574,7 +575,13 @@ def _merge(out: Path, state: dict, options: PrepareOptions) -> PrepareResult:
 
 
 def _metadata_columns(rows) -> list[str]:
-    return [c for c in rows[0] if c.startswith("Metadata_")]
+    # Fixed order (state.json stores rows with sorted keys): the image-set table's order,
+    # then any extra Metadata_ columns a layout adds, alphabetically.
+    from .bbbc021 import METADATA_COLUMNS
+
+    present = [c for c in rows[0] if c.startswith("Metadata_")]
+    return [c for c in METADATA_COLUMNS if c in present] + sorted(
+        c for c in present if c not in METADATA_COLUMNS)
 
 
 def _renumbered(src: Path, offset: int, expected: int):
