@@ -141,30 +141,26 @@ def test_saved_model_cli_show_and_run(exports, tmp_path):
     exe = shutil.which("saved_model_cli")
     cmd = [exe] if exe else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
     gen, enc = exports["toy"]["generator"], exports["toy"]["encoder"]
+    # Two processes (each a TensorFlow start-up): `show` on the encoder (both signatures),
+    # `run` on the generator (its input key z and output key images; the fresh-process
+    # test checks the generator's dtypes and shapes).
     procs = [
         subprocess.Popen(cmd + ["show", "--dir", str(enc), "--all"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=CLIENT_ENV),
-        subprocess.Popen(cmd + ["show", "--dir", str(gen), "--all"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=CLIENT_ENV),
         subprocess.Popen(cmd + ["run", "--dir", str(gen), "--tag_set", "serve",
                                 "--signature_def", "serving_default",
                                 "--inputs", f"z={exports['tmp'] / 'z.npy'}", "--outdir", str(tmp_path)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLIENT_ENV),
     ]
-    (enc_out, enc_err), (gen_out, gen_err), (_, run_err) = (p.communicate(timeout=240) for p in procs)
-    assert [p.returncode for p in procs] == [0, 0, 0], enc_err[-2000:] + gen_err[-2000:] + run_err[-2000:]
-
-    def block(text, sig):
-        return text.split(f"signature_def['{sig}']:")[1].split("signature_def[")[0]
+    (enc_out, enc_err), (run_out, run_err) = (p.communicate(timeout=240) for p in procs)
+    assert [p.returncode for p in procs] == [0, 0], enc_err[-2000:] + run_err[-2000:]
 
     for sig, dtype in (("serving_default", "DT_FLOAT"), ("serve_uint8", "DT_UINT8")):
-        part = block(enc_out, sig)
+        part = enc_out.split(f"signature_def['{sig}']:")[1].split("signature_def[")[0]
         assert re.search(rf"inputs\['images'\].*?dtype: {dtype}\s+shape: \(-1, {SIZE}, {SIZE}, 3\)", part, re.S)
         assert re.search(rf"outputs\['embeddings'\].*?dtype: DT_FLOAT\s+shape: \(-1, {DIM}\)", part, re.S)
         assert "tensorflow/serving/predict" in part
-    part = block(gen_out, "serving_default")
-    assert re.search(rf"inputs\['z'\].*?dtype: DT_FLOAT\s+shape: \(-1, {LATENT}\)", part, re.S)
-    assert re.search(rf"outputs\['images'\].*?dtype: DT_FLOAT\s+shape: \(-1, {SIZE}, {SIZE}, 3\)", part, re.S)
+    assert "images.npy" in run_out + run_err
     images = np.load(tmp_path / "images.npy")
     np.testing.assert_allclose(images, np.load(exports["tmp"] / "toy_gen.npy"), atol=1e-5)
 
