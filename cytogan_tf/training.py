@@ -103,7 +103,9 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     out = Path(out_dir)
     cfg = with_train_defaults(cfg)
     tcfg = cfg["train"]
-    previous = _check_run_dir(out, resume)
+    is_chief, worker_id = _chief_info(dist)
+    # Only the chief owns the run dir; other workers may start after it has written it.
+    previous = _check_run_dir(out, resume) if (is_chief or resume) else None
     if previous is not None:
         _check_same_model(cfg, previous["config"], out)
         prev_info = previous["run"]
@@ -138,7 +140,6 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
 
     policy = set_policy(resolve_policy(precision or tcfg["precision"]))
     keras.utils.set_random_seed(seed)
-    is_chief, worker_id = _chief_info(dist)
 
     with dist.scope():
         gan = build_gan(cfg["model"], seed=seed)
@@ -221,11 +222,11 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
             if n_full:
                 gan.fit(dataset_from(start_step), epochs=first_epoch + n_full,
                         initial_epoch=first_epoch, steps_per_epoch=chunk,
-                        callbacks=[tracker], verbose=verbose)
+                        callbacks=[tracker], verbose=verbose, shuffle=False)
             if rest:
                 gan.fit(dataset_from(tracker.step), epochs=first_epoch + n_full + 1,
                         initial_epoch=first_epoch + n_full, steps_per_epoch=rest,
-                        callbacks=[tracker], verbose=verbose)
+                        callbacks=[tracker], verbose=verbose, shuffle=False)
         tracker.finish()
     finally:
         if writer is not None:

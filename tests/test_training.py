@@ -1,0 +1,85 @@
+"""End-to-end training on tiny shards: every arch, run-dir contents, errors, divergence."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cytogan_tf.config import load_config
+from cytogan_tf.errors import ConfigError, TrainingDivergedError
+from cytogan_tf.grids import grid_pixel_size
+from cytogan_tf.training import load_run, train
+
+from training_helpers import CROP, tiny_config, write_tiny_shards
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_tiny_shards(tmp_path_factory.mktemp("data") / "shards")
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "lsgan", "wgan", "began"])
+def test_each_arch_trains_and_writes_a_complete_run(arch, shards, tmp_path):
+    run = tmp_path / "run"
+    result = train(tiny_config(arch), shards, run, steps=4, precision="float32", seed=1,
+                   sample_every=2, checkpoint_every=2, log_every=1, verbose=0)
+    assert result.step == 4
+    assert {"d_loss", "g_loss"} <= set(result.metrics)
+    assert all(math.isfinite(v) for v in result.metrics.values())
+
+    info = json.loads((run / "run.json").read_text())
+    assert info["arch"] == arch and info["step"] == 4 and info["precision"] == "float32"
+    assert info["seed"] == 1 and info["dataset"]["crop_size"] == CROP
+    assert info["dataset"]["normalization"]["method"] == "percentile"
+    assert load_config(run / "config.toml")["model"] == tiny_config(arch)["model"]
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_000002.png", "step_000004.png"]
+    with Image.open(run / "samples" / "step_000004.png") as im:
+        assert im.size[::-1] == grid_pixel_size(4, CROP, CROP) and im.mode == "RGB"
+    assert list((run / "logs" / "train").glob("events.out.tfevents.*"))
+
+    loaded = load_run(run)
+    assert loaded.step == 4 and loaded.gan.arch == arch
+    assert loaded.dataset_info["crop_size"] == CROP
+    images = np.asarray(loaded.gan.generator(np.zeros((2, 8), np.float32)))
+    assert images.shape == (2, CROP, CROP, 3) and np.all(np.abs(images) <= 1.0)
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_nothing(shards, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"arch": "lsgan", "step": 7}')
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        train(tiny_config(), shards, run, steps=4, precision="float32", verbose=0)
+    assert (run / "run.json").read_text() == '{"arch": "lsgan", "step": 7}'
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"]
+    with pytest.raises(ConfigError, match="no training run to resume"):
+        train(tiny_config(), shards, tmp_path / "empty", steps=2, resume=True, verbose=0)
+
+
+def test_image_size_must_match_the_shards(shards, tmp_path):
+    cfg = tiny_config()
+    cfg["model"]["image_size"] = 64
+    with pytest.raises(ConfigError, match="model.image_size is 64 .* 32x32 crops"):
+        train(cfg, shards, tmp_path / "run", steps=2, verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(shards, tmp_path):
+    import tensorflow as tf
+
+    def poison_from_third_batch(ds):
+        nan = tf.constant(float("nan"))
+        return ds.enumerate().map(lambda i, x: tf.where(i >= 2, x * nan, x))
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match=r"diverged at step 3: \w+_loss = nan; last good checkpoint: step 2"):
+        train(tiny_config("lsgan"), shards, run, steps=8, precision="float32",
+              checkpoint_every=2, sample_every=100, verbose=0, dataset_hook=poison_from_third_batch)
+    assert json.loads((run / "run.json").read_text())["step"] == 2
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-2.index"]
+    loaded = load_run(run)
+    assert loaded.step == 2
+    for v in loaded.gan.generator.variables + loaded.gan.discriminator.variables:
+        assert np.all(np.isfinite(np.asarray(v)))
