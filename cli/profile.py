@@ -47,7 +47,7 @@ def profile(encoder_dir, data_dir, out_dir, features, normalize, tvn_scope, batc
         raise DataError(f"--features {features} needs --encoder (or use --features handcrafted)")
     encoder = Encoder(encoder_dir) if encoder_dir else None
     shards_dir = ensure_shards(data_dir, out_dir, encoder=encoder, layout=layout,
-                               crop_size=crop_size, workers=workers)
+                               crop_size=crop_size, workers=workers, progress=progress)
     result = profile_shards(shards_dir, out_dir, encoder=encoder, features=features,
                             normalize=normalize, tvn_scope=tvn_scope, batch_size=batch_size,
                             workers=workers, progress=progress)

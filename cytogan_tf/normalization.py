@@ -51,7 +51,7 @@ def standardize_to_dmso(profiles, reference=None, *, scope="plate", features=Non
         # constant features would divide by zero; leave their scale alone
         std = np.where(std > eps, std, 1.0)
         out.loc[index, features] = (profiles.loc[index, features].to_numpy(np.float64) - mean) / std
-    return out
+    return out.copy()  # defragment: per-plate assignment leaves many column blocks
 
 
 def typical_variation_normalize(profiles, reference=None, *, scope="plate", features=None,

@@ -46,6 +46,10 @@ def plot_confusion(confusion: pd.DataFrame, path, title: str = "") -> None:
 def embed_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
     """2-D coordinates of profile rows by PCA (default) or t-SNE (cosine metric)."""
     x = np.asarray(x, dtype=np.float64)
+    # z-score columns first: hand-made features mix pixel areas with fractions, and the
+    # largest-scale column would otherwise be the whole picture
+    sd = x.std(0)
+    x = (x - x.mean(0)) / np.where(sd > 0, sd, 1.0)
     if method == "pca":
         from sklearn.decomposition import PCA
 
