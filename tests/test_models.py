@@ -150,23 +150,24 @@ MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from cytogan_tf.models import build_gan, make_optimizers
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
-        gan = build_gan({"arch": "%s", "image_size": 32, "latent_dim": 4, "encoder_dim": 3,
-                         "widths": [4, 4, 4, 4], "n_critic": 1} if "%s" == "wgan" else
-                        {"arch": "%s", "image_size": 32, "latent_dim": 4, "encoder_dim": 3,
-                         "widths": [4, 4, 4, 4]}, seed=0)
-        gan.compile(*make_optimizers({"g_lr": 1e-3, "d_lr": 1e-3}))
     x = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices(x).batch(4, drop_remainder=True).repeat()
-    h = gan.fit(ds, steps_per_epoch=2, epochs=1, verbose=0).history
-    assert all(np.isfinite(v[0]) for v in h.values()), h
-    print("OK", sorted(h))
+    for arch, extra in (("began", {}), ("wgan", {"n_critic": 1})):
+        with strategy.scope():
+            gan = build_gan({"arch": arch, "image_size": 32, "latent_dim": 4, "encoder_dim": 3,
+                             "widths": [4, 4, 4, 4], **extra}, seed=0)
+            # steps_per_execution > 1 fails under MirroredStrategy in Keras 3 for any
+            # model (keras-team/keras#19246), so distributed fit() uses 1.
+            gan.compile(*make_optimizers({"g_lr": 1e-3, "d_lr": 1e-3}))
+        h = gan.fit(ds, steps_per_epoch=2, epochs=1, verbose=0).history
+        assert all(np.isfinite(v[0]) for v in h.values()), h
+        assert int(gan.d_optimizer.iterations.numpy()) == 2
+        print("OK", arch, sorted(h))
 """)
 
 
-@pytest.mark.parametrize("arch", ["began", "wgan"])
-def test_trains_under_mirrored_strategy(arch):
-    out = subprocess.run([sys.executable, "-c", MIRRORED % (arch, arch, arch)],
-                         capture_output=True, text=True, timeout=120)
+def test_trains_under_mirrored_strategy():
+    """Two logical CPUs in a fresh process (devices must be split before TF starts)."""
+    out = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "OK" in out.stdout
+    assert "OK began" in out.stdout and "OK wgan" in out.stdout

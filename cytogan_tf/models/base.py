@@ -68,12 +68,16 @@ class BaseGAN(keras.Model):
     def compile(self, g_optimizer, d_optimizer, **kwargs):
         """Compile with one optimizer per network. Extra kwargs (steps_per_execution,
         jit_compile, run_eagerly) go to keras.Model.compile; XLA is off by default
-        because it is slower on CPU."""
+        because it is slower on CPU. Call inside `strategy.scope()` when distributing."""
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=None, **kwargs)
         if keras.config.dtype_policy().name == "mixed_float16":
             g_optimizer = _loss_scaled(g_optimizer)
             d_optimizer = _loss_scaled(d_optimizer)
+        # Create the optimizer slots now, eagerly (inside the caller's strategy scope):
+        # created lazily inside fit()'s tf.function they break under MirroredStrategy.
+        g_optimizer.build(self.generator.trainable_variables)
+        d_optimizer.build(self.discriminator.trainable_variables)
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
 
