@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import sys
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -286,15 +285,13 @@ def _compute_normalization(rows, options) -> tuple[dict, list]:
             if len(good) >= options.normalization_sample_images:
                 break
             try:
-                img = load_image_set(rows[i], options.saturation_fraction)
+                good.append(load_image_set(rows[i], options.saturation_fraction))
+            except SaturatedImage:
+                continue  # reported when its shard is made
             except DataError as exc:
                 if not options.skip_bad:
                     raise
                 skipped.append(str(exc))
-                continue
-            if img is None:  # saturated
-                continue
-            good.append(img)
         return good
 
     per_plate = {}
@@ -310,14 +307,14 @@ def _compute_normalization(rows, options) -> tuple[dict, list]:
 # --------------------------------------------------------------------------- per image
 
 class SaturatedImage(Exception):
-    pass
+    """A channel is mostly at its maximum value: skipped with a warning, never fatal."""
 
 
-def load_image_set(row: Mapping, saturation_fraction: float = 0.5) -> np.ndarray | None:
-    """HxWx3 float32 raw image of one row, or None if a channel is saturated.
+def load_image_set(row: Mapping, saturation_fraction: float = 0.5) -> np.ndarray:
+    """HxWx3 float32 raw image of one row.
 
     Raises DataError naming the file for unreadable files, unsupported bit depths,
-    channels of different bit depth or shape.
+    channels of different bit depth or shape; SaturatedImage naming a saturated file.
     """
     from .bbbc021 import read_channel
 
@@ -328,9 +325,8 @@ def load_image_set(row: Mapping, saturation_fraction: float = 0.5) -> np.ndarray
         if img.dtype.kind == "u":
             top = np.iinfo(img.dtype).max
             if np.count_nonzero(img == top) > saturation_fraction * img.size:
-                warnings.warn(f"{path}: saturated ({saturation_fraction:.0%}+ of pixels at "
-                              f"{top}); image set skipped", stacklevel=2)
-                return None
+                raise SaturatedImage(f"{path}: saturated ({saturation_fraction:.0%}+ of pixels "
+                                     f"at {top}); image set skipped")
         chans.append((path, img))
     (p0, first), *rest = chans
     for path, img in rest:
@@ -352,12 +348,9 @@ def process_image_set(task: dict) -> dict:
     crop = opts["crop_size"]
     params = SegmentParams(**opts["segmentation"])
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            image = load_image_set(row, opts["saturation_fraction"])
-        if image is None:
-            return {"status": "saturated", "file": row["PathName_DNA"],
-                    "reason": str(caught[0].message) if caught else "saturated"}
+        image = load_image_set(row, opts["saturation_fraction"])
+    except SaturatedImage as exc:
+        return {"status": "saturated", "file": _named_file(str(exc), row), "reason": str(exc)}
     except DataError as exc:
         if not opts["skip_bad"]:
             raise
