@@ -145,6 +145,8 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
         gan = build_gan(cfg["model"], seed=seed)
         g_opt, d_opt = make_optimizers(tcfg)
         gan.compile(g_optimizer=g_opt, d_optimizer=d_opt)
+        if strategy == "multiworker":
+            _vector_metrics(gan)
         _build_networks(gan)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         ckpt = _make_checkpoint(gan, step_var, optimizers=_optimizers(gan, g_opt, d_opt))
@@ -334,7 +336,8 @@ class _RunCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        metrics = {k: float(np.asarray(v)) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        metrics = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in (logs or {}).items()
+                   if np.size(v) == 1}
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise self._diverged(f"{bad[0]} = {metrics[bad[0]]}")
@@ -420,6 +423,24 @@ def _summary_png(tag: str, image: np.ndarray, step: int) -> None:
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"),
         data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
     tf.summary.write(tag, tensor, step=step, metadata=meta)
+
+
+def _vector_metrics(gan):
+    """Make the model's step return [1]-shaped metrics instead of scalars.
+
+    Keras 3's fit() reduces per-replica logs under MultiWorkerMirroredStrategy with
+    strategy.reduce(MEAN, v, axis=0), which fails on scalars (tensorflow/tensorflow#72388).
+    On [1]-shaped values it yields the cross-worker mean, so every worker sees the same
+    metrics (and detects a NaN at the same step, keeping the collectives in lockstep).
+    """
+    import tensorflow as tf
+
+    step = gan.train_step
+
+    def train_step(data):
+        return {k: tf.reshape(v, [1]) for k, v in step(data).items()}
+
+    gan.train_step = train_step
 
 
 def _non_finite_weights(gan) -> str | None:
