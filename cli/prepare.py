@@ -23,7 +23,8 @@ def _parse_shard(ctx, param, value):
 @click.option("--layout", default="bbbc021", show_default=True,
               help="Image-set layout: bbbc021, examplefly, or a layout TOML path.")
 @click.option("--config", "config_name", default=None,
-              help="Config (name or TOML path) whose [prepare] section sets the defaults.")
+              help="Config (name or TOML path) whose [prepare] section sets the defaults "
+                   "[default: the bundled config named like --layout, if any].")
 @click.option("--crop-size", type=int, default=None, help="Crop side in pixels [default: 64].")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Worker processes over images (output is identical for any count).")
@@ -44,9 +45,11 @@ def _parse_shard(ctx, param, value):
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the normalisation sample; same seed, same bytes.")
 @click.option("--limit", type=int, default=None, help="Only the first N image sets.")
+@click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
+              help="Override any [prepare] key, e.g. --set min_nucleus_area=15 (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def prepare(source, out, layout, config_name, crop_size, workers, shard, shards_count,
-            merge_only, objects, skip_bad, mask, seed, limit, quiet):
+            merge_only, objects, skip_bad, mask, seed, limit, set_options, quiet):
     """Segment cells in the image sets under SOURCE and write TFRecord shards to --out.
 
     Crops are centred on each nucleus, masked to the cell, stacked DNA/Actin/Tubulin as
@@ -54,11 +57,10 @@ def prepare(source, out, layout, config_name, crop_size, workers, shard, shards_
     """
     import logging
 
-    from cytogan_tf.config import load_config
-    from cytogan_tf.data.prepare import PrepareOptions, prepare as run_prepare
+    from cytogan_tf.data.prepare import PrepareOptions, prepare as run_prepare, prepare_section
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    section = load_config(config_name).get("prepare", {}) if config_name else {}
+    section = prepare_section(config_name, layout, set_options)
     options = PrepareOptions.from_config(
         section, crop_size=crop_size, workers=workers, shards_count=shards_count,
         objects=objects, skip_bad=skip_bad, mask=mask, seed=seed, limit=limit,

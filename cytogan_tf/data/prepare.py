@@ -58,6 +58,25 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def prepare_section(config: str | None, layout: str | None = None,
+                    set_options=()) -> dict:
+    """The `[prepare]` settings: defaults, then the config's section, then `--set` items.
+
+    Without an explicit config, a bundled config named like the layout (bbbc021,
+    examplefly) supplies the section, so each data set gets its own segmentation scale.
+    """
+    from ..config import apply_overrides, available_configs, load_config, parse_set_options
+
+    if config is None and layout in available_configs():
+        config = layout
+    section = dict(load_config(config).get("prepare", {})) if config else {}
+    PrepareOptions.from_config(section)  # reject unknown keys before merging
+    full = {**DEFAULTS, **asdict(SegmentParams()), **section}
+    sets = {k if k.startswith("prepare.") else f"prepare.{k}": v
+            for k, v in parse_set_options(tuple(set_options)).items()}
+    return apply_overrides({"prepare": full}, sets)["prepare"]
+
+
 @dataclass
 class PrepareOptions:
     crop_size: int = 64
