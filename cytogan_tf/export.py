@@ -73,6 +73,10 @@ def resolve_export_dir(path: str | os.PathLike) -> Path:
     if (path / "saved_model.pb").is_file():
         return path
     versions = list_versions(path)
+    if not versions and list_served_models(path):
+        models = list_served_models(path)
+        raise ExportError(f"{path} is a model root holding {', '.join(models)}; "
+                          f"pass one model, e.g. {path / models[0]}")
     if not versions:
         raise ExportError(f"{path}: not a SavedModel (no saved_model.pb) and no numeric version sub-directory")
     latest = path / str(versions[-1])

@@ -182,8 +182,11 @@ def test_unreadable_exports_give_one_line_errors(base, tmp_path):
     (broken / "saved_model.pb").write_bytes(b"\x00garbage")
     with pytest.raises(ExportError, match=r"saved_model.pb: unreadable SavedModel"):
         describe_signatures(broken)
+    empty = tmp_path / "empty"
+    empty.mkdir()
     for path, words in ((tmp_path / "missing", "no such export directory"),
-                        (tmp_path, "no numeric version"),
+                        (base, "model root holding toy-encoder, toy-generator; pass one model"),
+                        (empty, "no numeric version"),
                         (broken, "unreadable SavedModel")):
         if path == broken:
             (broken / "assets").mkdir(exist_ok=True)
