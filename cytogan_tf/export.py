@@ -196,7 +196,7 @@ def _serving_root(functions: dict, metadata_json: str):
     return root
 
 
-def _generator_functions(generator, latent_dim: int, image_size: int):
+def _generator_functions(generator, latent_dim: int):
     import tensorflow as tf
 
     def serve(z):
@@ -333,7 +333,7 @@ def export_models(generator, encoder, metadata: dict, name: str,
         raise ExportError("metadata 'image_size' missing and the encoder's input shape is unknown")
     latent_dim, image_size = int(latent_dim), int(image_size)
 
-    gen_fns = _generator_functions(generator, latent_dim, image_size)
+    gen_fns = _generator_functions(generator, latent_dim)
     enc_fns = _encoder_functions(encoder, image_size)
     gen_shape = _output_shape(gen_fns["serving_default"], "images")
     if gen_shape[1:] != [image_size, image_size, 3]:
