@@ -7,7 +7,12 @@ A `CytoganError` anywhere becomes a one-line `Error: ...` and exit status 1.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# TensorFlow's C++ start-up chatter (oneDNN notices, CPU feature lists) is noise for a CLI
+# user; warnings from Python and real errors still show. Set TF_CPP_MIN_LOG_LEVEL=0 to see it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import click
 
