@@ -21,7 +21,8 @@ NORMALIZATIONS = ("none", "dmso", "tvn")
               help="Encoder embeddings, hand-made CellProfiler-like features, or both side by side.")
 @click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="none", show_default=True,
               help="Well profiles relative to DMSO: per-plate standardisation or TVN whitening.")
-@click.option("--tvn-scope", type=click.Choice(("plate", "global")), default="plate", show_default=True)
+@click.option("--tvn-scope", type=click.Choice(("plate", "global")), default="global", show_default=True,
+              help="TVN fitted per plate or on all DMSO cells (global: a plate rarely has enough DMSO cells to whiten many features).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--layout", default="bbbc021", show_default=True,
               help="Layout of raw plates (bbbc021 or a layout TOML); ignored for shards.")

@@ -55,46 +55,46 @@ def standardize_to_dmso(profiles, reference=None, *, scope="plate", features=Non
 
 
 def typical_variation_normalize(profiles, reference=None, *, scope="plate", features=None,
-                                prefix="tvn", rel_tol=1e-6):
-    """TVN: PCA whitening fitted on DMSO profiles, applied to all profiles.
+                                rel_tol=1e-6):
+    """TVN: PCA whitening fitted on DMSO profiles, rotated back into feature space.
 
-    The output has one column per kept principal component, `<prefix>_<i>`; components
-    whose variance is below rel_tol x the largest are dropped (whitening them would
-    amplify noise). Under `scope="plate"` every plate keeps the same number of components
-    (the smallest any plate supports) so the tables stack.
+    Each fit z-scores features by their DMSO std, whitens with sklearn
+    `PCA(whiten=True)` and maps the whitened coordinates back through the components
+    (ZCA). Why back: per-plate PCA bases differ from plate to plate (order and sign of
+    components), so raw component columns would not line up across plates; in feature
+    space they do, and the columns keep their names. DMSO profiles come out with
+    identity covariance on the span of the kept components; components whose variance
+    is below rel_tol x the largest are dropped (whitening them would amplify noise).
     """
     from sklearn.decomposition import PCA
 
     reference = profiles if reference is None else reference
     features = list(features) if features is not None else feature_columns(profiles)
-    groups = _groups(profiles, scope)
-    fits = {}
-    n_keep = len(features)
-    for plate in groups:
+    out = profiles.copy()
+    out[features] = out[features].astype(np.float64)
+    for plate, index in _groups(profiles, scope).items():
         ref = _controls(reference, plate, scope, 3)[features].to_numpy(np.float64)
-        pca = PCA(whiten=True, svd_solver="full").fit(ref)
+        # z-score by the DMSO std first: whitening is scale-free in exact arithmetic, but
+        # the variance cut-off is not (areas ~1e3 next to fractions ~1e-1).
+        scale = ref.std(0)
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        pca = PCA(whiten=True, svd_solver="full").fit(ref / scale)
         var = pca.explained_variance_
-        n_keep = min(n_keep, int((var > rel_tol * var.max()).sum()) if var.max() > 0 else 0)
-        fits[plate] = pca
-    if n_keep == 0:
-        raise DataError("DMSO profiles have no variance to whiten (TVN)")
-    new_cols = [f"{prefix}_{i}" for i in range(n_keep)]
-    meta = profiles[metadata_columns(profiles)]
-    blocks = []
-    for plate, index in groups.items():
-        z = fits[plate].transform(profiles.loc[index, features].to_numpy(np.float64))[:, :n_keep]
-        blocks.append(pd.DataFrame(z, index=index, columns=new_cols))
-    whitened = pd.concat(blocks).loc[profiles.index]
-    return pd.concat([meta, whitened], axis=1)
+        keep = int((var > rel_tol * var.max()).sum()) if var.max() > 0 else 0
+        if keep == 0:
+            where = "the data set" if scope == "global" else f"plate {plate}"
+            raise DataError(f"DMSO profiles of {where} have no variance to whiten (TVN)")
+        z = pca.transform(profiles.loc[index, features].to_numpy(np.float64) / scale)[:, :keep]
+        out.loc[index, features] = z @ pca.components_[:keep]
+    return out.copy()
 
 
-def normalize_profiles(profiles, method="none", *, reference=None, scope="plate", features=None,
-                       prefix="tvn"):
+def normalize_profiles(profiles, method="none", *, reference=None, scope="plate", features=None):
     """Dispatch on `method` in METHODS."""
     if method == "none":
         return profiles.copy()
     if method == "dmso":
         return standardize_to_dmso(profiles, reference, scope=scope, features=features)
     if method == "tvn":
-        return typical_variation_normalize(profiles, reference, scope=scope, features=features, prefix=prefix)
+        return typical_variation_normalize(profiles, reference, scope=scope, features=features)
     raise DataError(f"unknown normalisation {method!r} (choose from {', '.join(METHODS)})")

@@ -222,8 +222,7 @@ def aggregate_treatments(wells: pd.DataFrame, method="mean") -> pd.DataFrame:
 # --------------------------------------------------------------------------- pipeline
 
 
-def build_profiles(cells: pd.DataFrame, *, normalize="none", tvn_scope="plate",
-                   feature_prefix="tvn") -> dict[str, pd.DataFrame]:
+def build_profiles(cells: pd.DataFrame, *, normalize="none", tvn_scope="global") -> dict[str, pd.DataFrame]:
     """cells -> {"wells_mean", "wells_median", "treatments_mean", "treatments_median"}.
 
     `dmso` standardises wells against the DMSO wells of their plate; `tvn` whitens
@@ -236,7 +235,7 @@ def build_profiles(cells: pd.DataFrame, *, normalize="none", tvn_scope="plate",
         if normalize == "dmso":
             wells = normalize_profiles(wells, "dmso", scope="plate")
         elif normalize == "tvn":
-            wells = normalize_profiles(wells, "tvn", reference=cells, scope=tvn_scope, prefix=feature_prefix)
+            wells = normalize_profiles(wells, "tvn", reference=cells, scope=tvn_scope)
         elif normalize != "none":
             raise DataError(f"unknown normalisation {normalize!r} (none, dmso, tvn)")
         out[f"wells_{method}"] = wells
@@ -282,13 +281,12 @@ def read_profile_settings(profiles_dir) -> dict:
 
 
 def profile_shards(shards_dir, out_dir, *, encoder=None, features="encoder", normalize="none",
-                   tvn_scope="plate", batch_size=256, workers=1, progress=True) -> dict:
+                   tvn_scope="global", batch_size=256, workers=1, progress=True) -> dict:
     """The `cytogan profile` pipeline on a prepared shards directory."""
     enc = Encoder(encoder) if (encoder is not None and not isinstance(encoder, Encoder)) else encoder
     cells, stats = cell_features(shards_dir, features=features, encoder=enc, batch_size=batch_size,
                                  workers=workers, progress=progress)
-    prefix = f"{enc.name}_tvn" if enc is not None and features == "encoder" else f"{features}_tvn"
-    profiles = build_profiles(cells, normalize=normalize, tvn_scope=tvn_scope, feature_prefix=prefix)
+    profiles = build_profiles(cells, normalize=normalize, tvn_scope=tvn_scope)
     settings = {
         "shards": str(Path(shards_dir).resolve()),
         "encoder": str(enc.path.resolve()) if enc is not None else None,

@@ -80,19 +80,33 @@ def test_dmso_standardisation_gives_zero_mean_unit_std_on_dmso():
 def test_tvn_whitens_dmso_to_identity_covariance():
     cells = add_batch_column(fake_cells(n_features=5, cells_per_well=40))
     rng = np.random.default_rng(1)
-    # correlate the features so whitening has something to undo
-    mix = rng.standard_normal((5, 5))
+    # correlate and rescale the features so whitening has something to undo
+    mix = rng.standard_normal((5, 5)) * np.array([1000.0, 1.0, 0.01, 1.0, 1.0])
     feats = [f"m_{i}" for i in range(5)]
     cells[feats] = cells[feats].to_numpy() @ mix
     for scope in ("plate", "global"):
-        out = normalize_profiles(cells, "tvn", scope=scope, prefix="m_tvn")
-        new = [c for c in out.columns if c.startswith("m_tvn_")]
-        assert len(new) == 5 and all(c.startswith("Metadata_") or c in new for c in out.columns)
+        out = normalize_profiles(cells, "tvn", scope=scope)
+        assert list(out.columns) == list(cells.columns)  # ZCA: same feature columns
         groups = out.groupby("Metadata_Plate") if scope == "plate" else [(None, out)]
         for _, part in groups:
-            dmso = part[part.Metadata_Compound == "DMSO"][new].to_numpy()
+            dmso = part[part.Metadata_Compound == "DMSO"][feats].to_numpy()
+            # PCA(whiten=True) uses ddof=1 variances
             np.testing.assert_allclose(np.cov(dmso, rowvar=False), np.eye(5), atol=1e-6)
             np.testing.assert_allclose(dmso.mean(0), 0.0, atol=1e-9)
+
+
+def test_per_plate_tvn_keeps_plates_comparable():
+    # Same biology on two plates with different gains: after per-plate TVN the same
+    # compound must land in the same place on both plates (a per-plate PCA basis without
+    # rotating back would scramble this).
+    cells = add_batch_column(fake_cells(n_features=3, cells_per_well=60))
+    wells = aggregate_wells(cells, "mean")
+    out = normalize_profiles(wells, "tvn", reference=cells, scope="plate")
+    a = out[(out.Metadata_Compound == "C") & (out.Metadata_Concentration == 1.0)].set_index("Metadata_Plate")
+    feats = ["m_0", "m_1", "m_2"]
+    p1, p2 = a.loc["Week1_001", feats].to_numpy(float), a.loc["Week2_002", feats].to_numpy(float)
+    cos = p1 @ p2 / np.linalg.norm(p1) / np.linalg.norm(p2)
+    assert cos > 0.9
 
 
 def test_build_profiles_applies_normalisation_before_treatments():
@@ -102,8 +116,8 @@ def test_build_profiles_applies_normalisation_before_treatments():
     dmso = out["treatments_mean"].query("Metadata_Compound == 'DMSO'")
     # DMSO wells are standardised per plate, so the DMSO treatment profile is ~0
     np.testing.assert_allclose(dmso[["m_0", "m_1"]].to_numpy(), 0.0, atol=1e-9)
-    tvn = build_profiles(cells, normalize="tvn", tvn_scope="global", feature_prefix="m_tvn")
-    assert any(c.startswith("m_tvn_") for c in tvn["treatments_median"].columns)
+    tvn = build_profiles(cells, normalize="tvn", tvn_scope="global")
+    assert [c for c in tvn["treatments_median"].columns if c.startswith("m_")] == ["m_0", "m_1", "m_2", "m_3"]
 
 
 def test_normalisation_errors_are_clear():
