@@ -131,6 +131,18 @@ def test_truncated_shard_raises_dataerror_naming_file(tmp_path):
         shards.verify_shards(out)
 
 
+def test_parse_functions_on_garbage_raise_dataerror():
+    import tensorflow as tf
+
+    with pytest.raises(DataError, match="corrupt cell record"):
+        shards.parse_single(tf.constant(b"\x00garbage"), CROP)
+    good = shards.serialize_cell(np.zeros((8, 8, 3), np.uint8), dict(cell_id=1, center_x=0, center_y=0))
+    with pytest.raises(DataError, match="corrupt cell record"):
+        shards.parse_batch(tf.constant([good]), CROP)  # declared 8x8, expected 16x16
+    parsed = shards.parse_single(tf.constant(good), 8)
+    assert parsed["image"].shape == (8, 8, 3) and int(parsed["cell_id"]) == 1
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=0, max_size=400))
 def test_random_bytes_as_shard_only_raise_dataerror(tmp_path, data):

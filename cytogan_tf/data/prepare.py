@@ -160,6 +160,8 @@ def prepare(source, out, *, layout="bbbc021", options: PrepareOptions | None = N
             raise DataError(f"--shard expects i/N with 0 <= i < N, got {i}/{n}")
 
     if merge_only:
+        if (out / shards.DATASET_JSON).is_file() and not parts.exists():
+            return _result_from_info(out, shards.read_dataset_info(out))  # already merged
         state = _read_state(parts)
         return _merge(out, state, options)
 

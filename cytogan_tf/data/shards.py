@@ -177,9 +177,12 @@ def parse_batch(serialized, crop_size: int, channels: int = 3, with_metadata: bo
     spec = feature_spec()
     if not with_metadata:
         spec = {"image": spec["image"]}
-    parsed = tf.io.parse_example(serialized, spec)
-    flat = tf.io.decode_raw(parsed.pop("image"), tf.uint8)
-    images = tf.reshape(flat, [-1, crop_size, crop_size, channels])
+    try:
+        parsed = tf.io.parse_example(serialized, spec)
+        flat = tf.io.decode_raw(parsed.pop("image"), tf.uint8)
+        images = tf.reshape(flat, [-1, crop_size, crop_size, channels])
+    except tf.errors.OpError as exc:  # only reachable eagerly; in a graph it surfaces later
+        raise DataError(f"corrupt cell record(s): {_first_line(exc.message)}") from None
     out = {"image": images}
     if with_metadata:
         out.update({k: parsed[k] for k in METADATA_FEATURES})
