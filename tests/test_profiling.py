@@ -96,17 +96,24 @@ def test_tvn_whitens_dmso_to_identity_covariance():
 
 
 def test_per_plate_tvn_keeps_plates_comparable():
-    # Same biology on two plates with different gains: after per-plate TVN the same
-    # compound must land in the same place on both plates (a per-plate PCA basis without
-    # rotating back would scramble this).
+    # Same biology on two plates whose per-feature gains differ (and order the DMSO
+    # variances differently): after per-plate TVN a compound must look the same on both
+    # plates. Keeping raw per-plate PCA coordinates instead would permute the columns.
     cells = add_batch_column(fake_cells(n_features=3, cells_per_well=60))
+    feats = ["m_0", "m_1", "m_2"]
+    is_c = cells.Metadata_Compound == "C"
+    cells.loc[is_c, feats] = cells.loc[is_c, feats].to_numpy() + np.array([4.0, 0.0, -4.0])
+    gains = {"Week1_001": np.array([5.0, 1.0, 0.2]), "Week2_002": np.array([0.2, 1.0, 5.0])}
+    for plate, gain in gains.items():
+        rows = cells.Metadata_Plate == plate
+        cells.loc[rows, feats] = cells.loc[rows, feats].to_numpy() * gain
     wells = aggregate_wells(cells, "mean")
     out = normalize_profiles(wells, "tvn", reference=cells, scope="plate")
-    a = out[(out.Metadata_Compound == "C") & (out.Metadata_Concentration == 1.0)].set_index("Metadata_Plate")
-    feats = ["m_0", "m_1", "m_2"]
-    p1, p2 = a.loc["Week1_001", feats].to_numpy(float), a.loc["Week2_002", feats].to_numpy(float)
-    cos = p1 @ p2 / np.linalg.norm(p1) / np.linalg.norm(p2)
-    assert cos > 0.9
+    sel = out[(out.Metadata_Compound == "C") & (out.Metadata_Concentration == 1.0)].set_index("Metadata_Plate")
+    p1, p2 = sel.loc["Week1_001", feats].to_numpy(float), sel.loc["Week2_002", feats].to_numpy(float)
+    assert p1 @ p2 / np.linalg.norm(p1) / np.linalg.norm(p2) > 0.9
+    raw = wells[(wells.Metadata_Compound == "C") & (wells.Metadata_Concentration == 1.0)][feats].to_numpy(float)
+    assert raw[0] @ raw[1] / np.linalg.norm(raw[0]) / np.linalg.norm(raw[1]) < 0.5  # before TVN they differ
 
 
 def test_build_profiles_applies_normalisation_before_treatments():
