@@ -162,3 +162,14 @@ def test_killed_prepare_resumes_to_identical_bytes(pristine, tmp_path):
     want = {p.name: p.read_bytes() for p in clean.iterdir() if p.is_file()}
     assert got == want
     assert json.loads((target / "dataset.json").read_text())["n_cells"] > 0
+
+
+def test_plate_with_only_saturated_images_is_skipped_whole(plates, tmp_path):
+    week1 = sorted(plates.glob("Week1/*/*_w2*.tif"))
+    for path in week1:
+        tifffile.imwrite(path, np.full((96, 96), 65535, np.uint16))
+    res = prepare(plates, tmp_path / "a", options=_opts())
+    assert len(res.skipped) == len(week1) and res.n_cells > 0
+    plates_left = set(shards.read_cells_table(tmp_path / "a").Metadata_Plate)
+    assert plates_left and not any(p.startswith("Week1") for p in plates_left)
+    assert list(shards.read_dataset_info(tmp_path / "a")["normalization"]["per_plate"]) == sorted(plates_left)

@@ -318,9 +318,8 @@ def _compute_normalization(rows, options) -> tuple[dict, list]:
     per_plate = {}
     for plate in sorted(plates):
         imgs = sample(plates[plate])
-        if not imgs:
-            raise DataError(f"plate {plate}: no readable, unsaturated image to normalise from")
-        per_plate[plate] = normalize.channel_ranges(imgs, options.percentiles)
+        if imgs:  # else every image of the plate is bad or saturated: all get skipped later
+            per_plate[plate] = normalize.channel_ranges(imgs, options.percentiles)
     return ({"method": normalize.METHOD, "percentiles": list(options.percentiles),
              "per_plate": per_plate}, skipped)
 
@@ -389,6 +388,9 @@ def process_image_set(task: dict) -> dict:
         centres, cells = np.asarray(points, float).reshape(-1, 2), seg.cells
 
     ranges = task["ranges"]
+    if ranges is None:  # the plate had no usable image when the normalisation was computed
+        raise DataError(f"{row['PathName_DNA']}: readable now but not when plate "
+                        f"{row['Metadata_Plate']} was normalised; delete the .parts directory")
     h, w = image.shape[:2]
     half = crop // 2
     out_crops, out_cells = [], []
@@ -450,7 +452,7 @@ def _make_parts(parts, todo, blocks, rows, state, objects, options) -> None:
         points = None
         if objects is not None:
             points = objects.get(int(row["Metadata_ImageNumber"]), np.zeros((0, 2))).tolist()
-        return {"row": row, "options": opts, "ranges": per_plate[str(row["Metadata_Plate"])],
+        return {"row": row, "options": opts, "ranges": per_plate.get(str(row["Metadata_Plate"])),
                 "points": points}
 
     tasks = [task(i) for k in todo for i in blocks[k]]
