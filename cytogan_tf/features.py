@@ -203,12 +203,17 @@ def compute_features(images, *, workers: int = 1, chunk_size: int = 256, progres
         for chunk in iterator:
             results.append(_features_chunk(chunk))
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        with features_pool(workers) as pool:
             results = list(pool.map(_features_chunk, chunks))
     return np.concatenate(results).astype(np.float32)
+
+
+def features_pool(workers: int):
+    """A process pool for feature work; spawned, so a parent holding TensorFlow is never forked."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
 
 
 def features_table(images, **kwargs) -> pd.DataFrame:

@@ -105,7 +105,7 @@ def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = N
     from tqdm import tqdm
 
     from .data.shards import read_cells_table, read_dataset_info
-    from .features import FEATURE_NAMES, compute_features
+    from .features import FEATURE_NAMES, compute_features, features_pool
 
     if features not in FEATURE_SETS:
         raise DataError(f"unknown feature set {features!r} (choose from {', '.join(FEATURE_SETS)})")
@@ -125,6 +125,9 @@ def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = N
             )
     embeddings, handmade, ids = [], [], []
     embed_seconds, embed_cells = 0.0, 0
+    use_handmade = features in ("handcrafted", "both")
+    # one process pool for the whole pass (spawning one per batch would cost seconds each)
+    pool = features_pool(workers) if use_handmade and workers > 1 else None
     bar = tqdm(total=n_cells, desc="profiling cells", unit="cell", disable=not progress)
     # Embedding reads uint8 and scales here so both feature sets share one pass.
     for images, cell_ids in _iterate_batches(shards_dir, batch_size, "uint8"):
@@ -137,10 +140,13 @@ def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = N
                 embed_cells += len(cell_ids)
             else:
                 first_call = (time.perf_counter() - t0, len(cell_ids))
-        if features in ("handcrafted", "both"):
-            handmade.append(compute_features(images, workers=workers))
+        if use_handmade:
+            handmade.append(pool.submit(compute_features, images) if pool else compute_features(images))
         bar.update(len(cell_ids))
     bar.close()
+    if pool is not None:
+        handmade = [f.result() for f in handmade]
+        pool.shutdown()
     if not ids:
         raise DataError(f"{shards_dir}: no cells to profile (empty data set)")
     ids = np.concatenate(ids)

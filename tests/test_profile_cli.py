@@ -142,7 +142,8 @@ def test_handcrafted_profiles_separate_moas(setup):
     root, data, _ = setup
     out = root / "prof_hand"
     res = run(["profile", "--features", "handcrafted", "--data", str(data), "--out", str(out),
-               "--normalize", "tvn", "--tvn-scope", "global", "--no-progress", "--evaluate"])
+               "--normalize", "tvn", "--tvn-scope", "global", "--no-progress", "--evaluate",
+               "--workers", "2", "--batch-size", "16"])
     assert res.exit_code == 0, res.output
     cells = pd.read_parquet(out / "cells.parquet")
     assert "Nuclei_AreaShape_Area" in cells.columns and "Cells_Texture_Contrast_DNA_1" in cells.columns
