@@ -209,7 +209,12 @@ def prepare(source, out, *, layout="bbbc021", options: PrepareOptions | None = N
         lock = _try_lock(parts)
         if lock:
             return _merge(out, state, options)
-    summaries = [_read_part_json(parts, k) for k in mine]
+    try:
+        summaries = [_read_part_json(parts, k) for k in mine]
+    except DataError:
+        if (out / shards.DATASET_JSON).is_file():  # another job merged meanwhile
+            return _result_from_info(out, shards.read_dataset_info(out))
+        raise
     return PrepareResult(
         out=out, n_image_sets=sum(len(blocks[k]) for k in mine),
         n_cells=sum(len(s["cells"]["Metadata_ObjectNumber"]) for s in summaries),
