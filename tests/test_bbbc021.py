@@ -95,6 +95,33 @@ def test_controls_are_not_treatments(plate_set):
     assert load_image_sets(plate_set).attrs["unknown_moa"] == ["mysterine"]
 
 
+def test_taxol_replicates_at_one_position_stay_treatment(plate_set):
+    """Replicate plates of one week put the taxol 0.3 treatment at the same well (D05):
+    counted per plate it would look like a control position, counted per week it does not."""
+    def edit(t):
+        extra = t[t["ImageNumber"].isin(["3", "4"])].copy()
+        extra["ImageNumber"] = ["11", "12"]
+        for col in ("Image_PathName_DAPI", "Image_PathName_Tubulin", "Image_PathName_Actin"):
+            extra[col] = "Week1/Week1_22141"
+        extra["Image_Metadata_Plate_DAPI"] = "Week1_22141"
+        extra["Replicate"] = "2"
+        return pd.concat([t, extra])
+
+    _rewrite_image_csv(plate_set, edit)
+    df = load_image_sets(plate_set, check_files=False).set_index("Metadata_ImageNumber")
+    assert df.loc[[4, 12], "Metadata_Control"].tolist() == ["treatment", "treatment"]
+    assert df.loc[[4, 12], "Metadata_MOA"].tolist() == ["Microtubule stabilizers"] * 2
+    assert df.loc[[3, 8, 11], "Metadata_Control"].tolist() == ["positive"] * 3
+
+
+def test_duplicate_image_number(plate_set):
+    _rewrite_image_csv(plate_set, lambda t: t.assign(ImageNumber=t["ImageNumber"].replace("7", "6")))
+    with pytest.raises(DataError, match="ImageNumber: duplicate value 6"):
+        load_image_sets(plate_set)
+    df = load_image_sets(plate_set, skip_bad=True)
+    assert len(df) == 9 and df.attrs["skipped"] == [(str(plate_set / "BBBC021_v1_image.csv"), "duplicate ImageNumber 6")]
+
+
 def test_missing_column_names_it(plate_set):
     _rewrite_image_csv(plate_set, lambda t: t.drop(columns=["Image_Metadata_Compound", "Replicate"]))
     with pytest.raises(DataError, match=r"BBBC021_v1_image\.csv.*Replicate, Image_Metadata_Compound"):

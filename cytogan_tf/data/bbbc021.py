@@ -37,7 +37,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def load_image_sets(
     kind = spec.get("kind", "bbbc021")
     if kind == "bbbc021":
         if positive_controls is None:
-            positive_controls = [tuple(p) for p in spec.get("positive_controls", POSITIVE_CONTROLS)]
+            positive_controls = _positive_controls(spec)
         df = _load_bbbc021(
             root,
             Path(image_csv) if image_csv else root / spec.get("image_csv", IMAGE_CSV),
@@ -136,6 +136,17 @@ def load_image_sets(
     else:
         raise DataError(f"layout {layout!s}: unknown kind {kind!r} (expected 'bbbc021' or 'regex')")
     return df
+
+
+def _positive_controls(spec: Mapping) -> list[tuple[str, float]]:
+    pairs = spec.get("positive_controls", POSITIVE_CONTROLS)
+    try:
+        return [(str(c), float(v)) for c, v in pairs]
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{spec.get('_source', 'layout')}: layout.positive_controls must be a list of "
+            f"[compound, concentration] pairs, got {pairs!r}"
+        ) from None
 
 
 def _load_bbbc021(
@@ -168,6 +179,14 @@ def _load_bbbc021(
         raise DataError(f"{image_csv}: no usable image rows (all {len(images)} rows were bad)")
 
     df = pd.DataFrame(rows)
+    duplicated = df["Metadata_ImageNumber"].duplicated()
+    if duplicated.any():
+        first = int(df.loc[duplicated, "Metadata_ImageNumber"].iloc[0])
+        if not skip_bad:
+            raise DataError(f"{image_csv}: column ImageNumber: duplicate value {first}")
+        skipped += [(str(image_csv), f"duplicate ImageNumber {int(n)}")
+                    for n in df.loc[duplicated, "Metadata_ImageNumber"]]
+        df = df.loc[~duplicated].reset_index(drop=True)
     moa_lookup = _moa_lookup(moas, moa_csv)
     _assign_controls_and_moa(df, moa_lookup, negative_control, positive_controls)
     df = df[OUTPUT_COLUMNS].sort_values("Metadata_ImageNumber", kind="stable").reset_index(drop=True)
@@ -225,6 +244,8 @@ def _parse_image_row(rec: dict, root: Path, csv: Path, check_files: bool, line: 
             fail(str(path), f"image file not found: {path}")
         paths[f"PathName_{channel}"] = str(path)
 
+    folder = rec["Image_PathName_DAPI"].strip().replace("\\", "/").strip("/")
+    batch = folder.split("/")[0] if "/" in folder else plate  # Week4/Week4_27481 -> Week4
     match = _SITE_RE.search(rec["Image_FileName_DAPI"])
     site = int(match.group(1)) if match else 0  # 0: filled in per well below
     return {
@@ -236,6 +257,7 @@ def _parse_image_row(rec: dict, root: Path, csv: Path, check_files: bool, line: 
         "Metadata_Replicate": replicate,
         "Metadata_ImageNumber": image_no,
         "Metadata_TableNumber": table_no,
+        "_Batch": batch,
         **paths,
     }
 
@@ -282,18 +304,10 @@ def _assign_controls_and_moa(
     df.loc[negative, "Metadata_Compound"] = negative_control
 
     positive = pd.Series(False, index=df.index)
-    n_plates = df["Metadata_Plate"].nunique()
     for compound, conc in positive_controls:
         candidate = (compound_l == str(compound).lower()) & (conc_key == concentration_key(conc))
-        if not candidate.any():
-            continue
-        if n_plates < 2:
-            positive |= candidate
-            continue
-        # Plates on which each well position holds this control (compound, concentration).
-        per_well = df.loc[candidate].groupby("Metadata_Well")["Metadata_Plate"].nunique()
-        control_wells = set(per_well.index[per_well >= max(2, n_plates / 2)])
-        positive |= candidate & df["Metadata_Well"].isin(control_wells)
+        if candidate.any():
+            positive |= candidate & df["Metadata_Well"].isin(_control_positions(df, candidate))
 
     moa = [moa_lookup.get((c, k), UNKNOWN_MOA) for c, k in zip(compound_l, conc_key)]
     df["Metadata_MOA"] = moa
@@ -306,6 +320,26 @@ def _assign_controls_and_moa(
     if missing_site.any():
         order = df.groupby(["Metadata_Plate", "Metadata_Well"])["Metadata_ImageNumber"].rank(method="first")
         df.loc[missing_site, "Metadata_Site"] = order[missing_site].astype(int)
+
+
+def _control_positions(df: pd.DataFrame, candidate: pd.Series) -> set[str]:
+    """Well positions where a positive-control (compound, concentration) is the control.
+
+    Controls hold the same positions on most plates of every week; a real treatment of the
+    same compound and dose sits on a few plates of one week (possibly at one position on
+    all its replicate plates). So count weeks first (BBBC021's `Week4/Week4_27481` folder
+    names the week), plates when there is a single week.
+    """
+    batch = df["_Batch"]
+    if batch.nunique() >= 2:
+        spread = df.loc[candidate].groupby("Metadata_Well")["_Batch"].nunique()
+        need = max(2, batch.nunique() / 2)
+    elif df["Metadata_Plate"].nunique() >= 2:
+        spread = df.loc[candidate].groupby("Metadata_Well")["Metadata_Plate"].nunique()
+        need = max(2, df["Metadata_Plate"].nunique() / 2)
+    else:
+        return set(df.loc[candidate, "Metadata_Well"])  # one plate: cannot tell, all controls
+    return set(spread.index[spread >= need])
 
 
 def read_csv_table(path: Path, required: list[str], allow_empty: bool = False) -> pd.DataFrame:
