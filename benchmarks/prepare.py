@@ -6,7 +6,8 @@ Simulates BBBC021-sized plates (the synth "full" preset: 1024x1280 16-bit, ~90 c
 field) unless --data points at existing ones, prepares the first --images image sets with
 1 and 2 workers, and measures tf.data read throughput from the shards (64-crop batches of
 64, with and without augmentation). The load average is printed because the machine may
-be shared: figures taken under load understate the real speed.
+be shared: figures taken under load understate the real speed. Prepare timings include
+the normalisation pass, worker start-up and the merge, not the TensorFlow import.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def main() -> None:
             t0 = time.perf_counter()
             simulate_plates(data, s, progress=False)
             print(f"simulated plates in {time.perf_counter() - t0:.1f} s -> {data}")
+
+    import tensorflow  # noqa: F401  imported once up front: timings exclude its ~4 s import
 
     print(_load())
     rows = []
