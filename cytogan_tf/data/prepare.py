@@ -320,8 +320,11 @@ def _compute_normalization(rows, options) -> tuple[dict, list]:
                 skipped.append(str(exc))
         return good
 
+    from tqdm import tqdm
+
     per_plate = {}
-    for plate in sorted(plates):
+    for plate in tqdm(sorted(plates), desc="normalisation", unit="plate", file=sys.stderr,
+                      disable=not options.progress):
         imgs = sample(plates[plate])
         if imgs:  # else every image of the plate is bad or saturated: all get skipped later
             per_plate[plate] = normalize.channel_ranges(imgs, options.percentiles)
