@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -163,14 +164,15 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     start_step = 0
     if previous is not None:
         latest = tf.train.latest_checkpoint(str(ckpt_dir))
-        if latest is None:
-            raise DataError(f"{ckpt_dir}: no checkpoint to resume from")
-        status = ckpt.restore(latest)
-        try:
-            status.assert_existing_objects_matched()
-        except AssertionError as exc:
-            raise ConfigError(f"{latest}: checkpoint does not match the model ({_first_line(exc)})") from None
-        start_step = int(step_var.numpy())
+        # A run stopped before its first checkpoint simply starts again from step 0.
+        if latest is not None:
+            status = ckpt.restore(latest)
+            try:
+                status.assert_existing_objects_matched()
+            except AssertionError as exc:
+                raise ConfigError(f"{latest}: checkpoint does not match the model "
+                                  f"({_first_line(exc)})") from None
+            start_step = int(step_var.numpy())
 
     run_info = {
         "arch": cfg["model"].get("arch"),
@@ -196,7 +198,11 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
 
     z_fixed = fixed_sample_z(cfg, seed)
     writer = tf.summary.create_file_writer(str(out / LOGS_DIR / "train")) if is_chief else None
-    tracker = _RunCallback(
+    from tqdm import tqdm
+
+    progress = tqdm(total=total_steps, initial=start_step, unit="step", desc=f"train {run_info['arch']}",
+                    file=sys.stderr, dynamic_ncols=True, disable=not (verbose and is_chief))
+    tracker = _RunCallback(progress=progress, 
         gan=gan, step_var=step_var, start_step=start_step, manager=manager,
         run_dir=out, run_info=run_info, is_chief=is_chief, z_fixed=z_fixed, writer=writer,
         sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every)
@@ -214,7 +220,6 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
         opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return ds.with_options(opts)
 
-    t0, step0 = time.perf_counter(), start_step
     try:
         remaining = total_steps - start_step
         chunk = max(1, min(int(tcfg["steps_per_epoch"]), remaining)) if remaining > 0 else 0
@@ -224,23 +229,22 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
             if n_full:
                 gan.fit(dataset_from(start_step), epochs=first_epoch + n_full,
                         initial_epoch=first_epoch, steps_per_epoch=chunk,
-                        callbacks=[tracker], verbose=verbose, shuffle=False)
+                        callbacks=[tracker], verbose=0, shuffle=False)
             if rest:
                 gan.fit(dataset_from(tracker.step), epochs=first_epoch + n_full + 1,
                         initial_epoch=first_epoch + n_full, steps_per_epoch=rest,
-                        callbacks=[tracker], verbose=verbose, shuffle=False)
+                        callbacks=[tracker], verbose=0, shuffle=False)
         tracker.finish()
     finally:
+        progress.close()
         if writer is not None:
             writer.close()
         if not is_chief:
             shutil.rmtree(manager_dir, ignore_errors=True)
-    elapsed = time.perf_counter() - t0
-    done = tracker.step - step0
     return TrainResult(
         run_dir=out, step=tracker.step, precision=policy, metrics=dict(tracker.last_metrics),
         checkpoint=tracker.last_checkpoint,
-        images_per_second=(done * batch_size / elapsed) if done and elapsed > 0 else 0.0)
+        images_per_second=tracker.steps_per_second() * batch_size)
 
 
 def load_run(run_dir) -> LoadedRun:
@@ -321,9 +325,12 @@ def generate_unit(gan, z) -> np.ndarray:
 class _RunCallback(keras.callbacks.Callback):
     """Per-step bookkeeping: divergence check, step counter, logs, samples, checkpoints."""
 
-    def __init__(self, *, gan, step_var, start_step, manager, run_dir, run_info, is_chief,
+    def __init__(self, *, progress, gan, step_var, start_step, manager, run_dir, run_info, is_chief,
                  z_fixed, writer, sample_every, checkpoint_every, log_every):
         super().__init__()
+        self.progress = progress
+        # Throughput is timed from the end of the first step, so tracing is not counted.
+        self._timer: tuple[float, int] | None = None
         self.gan, self.step_var, self.manager = gan, step_var, manager
         self.step = start_step
         self.run_dir, self.run_info, self.is_chief = run_dir, run_info, is_chief
@@ -343,6 +350,11 @@ class _RunCallback(keras.callbacks.Callback):
             raise self._diverged(f"{bad[0]} = {metrics[bad[0]]}")
         self.last_metrics = metrics
         self.step_var.assign(self.step)
+        if self._timer is None:
+            self._timer = (time.perf_counter(), self.step)
+        self.progress.update(1)
+        if self.step % self.log_every == 0:
+            self.progress.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
         if self.writer is not None and self.step % self.log_every == 0:
             import tensorflow as tf
 
@@ -353,6 +365,11 @@ class _RunCallback(keras.callbacks.Callback):
             self.write_samples()
         if self.step % self.checkpoint_every == 0:
             self.save()
+
+    def steps_per_second(self) -> float:
+        if self._timer is None or self.step <= self._timer[1]:
+            return 0.0
+        return (self.step - self._timer[1]) / max(time.perf_counter() - self._timer[0], 1e-9)
 
     def finish(self):
         """End of training: a final sample sheet and checkpoint unless just written."""
