@@ -267,7 +267,10 @@ def test_regex_layout_from_toml(tmp_path):
 
 # ----------------------------------------------------------------------------- fuzzing
 
-_cell_text = st.text(alphabet=string.printable + "äµ\x00\r", max_size=12)
+_cell_text = st.one_of(
+    st.text(alphabet=string.printable + "äµ\x00\r", max_size=12),
+    st.sampled_from(["1", "0.3", "nan", "inf", "-1", "1e400", "", "Week1/x", "../..", "a" * 300, '"', '"\n"']),
+)
 _columns = st.lists(
     st.sampled_from(IMAGE_COLUMNS + ["junk", "", "ImageNumber"]), min_size=0, max_size=16
 )

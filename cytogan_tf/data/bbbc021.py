@@ -202,8 +202,13 @@ class _RowError(DataError):
     """A DataError about one row; `.skip_entry` is the (file, reason) pair for skip reports."""
 
     def __init__(self, message: str, skip_entry: tuple[str, str]):
-        super().__init__(message)
-        self.skip_entry = skip_entry
+        # Cell text from a CSV can hold quoted newlines; a user message stays on one line.
+        super().__init__(_flatten(message))
+        self.skip_entry = (skip_entry[0], _flatten(skip_entry[1]))
+
+
+def _flatten(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _parse_image_row(rec: dict, root: Path, csv: Path, check_files: bool, line: int) -> dict:
@@ -287,7 +292,7 @@ def _moa_lookup(moas: pd.DataFrame, moa_csv: Path) -> dict[tuple[str, str], str]
         if conc is None:
             raise DataError(
                 f"{moa_csv}: row {i + 2}: column concentration: cannot read {conc_text!r} as a concentration"
-            )
+            )  # !r keeps quoted newlines on one line
         lookup[(compound.lower(), concentration_key(conc))] = moa
     return lookup
 
@@ -374,6 +379,7 @@ def read_csv_table(path: Path, required: list[str], allow_empty: bool = False) -
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot parse CSV: {msg}") from None
     table.columns = [str(c).strip() for c in table.columns]
+    table.columns = [_flatten(c) for c in table.columns]
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing required column(s): {', '.join(missing)}")
