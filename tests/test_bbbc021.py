@@ -241,6 +241,8 @@ def test_examplefly_layout():
     assert all(df["PathName_DNA"].str.endswith("_D.TIF")) and all(df["PathName_Actin"].str.endswith("_F.TIF"))
     image = read_image_set(df.iloc[0])
     assert image.shape == (1006, 1000, 3) and image.max() > 100
+    toml = Path(__file__).parent.parent / "configs" / "examplefly.toml"
+    pd.testing.assert_frame_equal(load_image_sets(EXAMPLEFLY, layout=toml), df)
 
 
 def test_regex_layout_from_toml(tmp_path):
