@@ -143,11 +143,17 @@ def test_parse_functions_on_garbage_raise_dataerror():
     assert parsed["image"].shape == (8, 8, 3) and int(parsed["cell_id"]) == 1
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(min_size=0, max_size=400))
-def test_random_bytes_as_shard_only_raise_dataerror(tmp_path, data):
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=0, max_size=400), framed=st.booleans())
+def test_random_bytes_as_shard_only_raise_dataerror(tmp_path, data, framed):
+    import tensorflow as tf
+
     path = tmp_path / "shard-00000-of-00001.tfrecord"
-    path.write_bytes(data)
+    if framed:  # valid TFRecord framing and CRCs around a garbage Example
+        with tf.io.TFRecordWriter(str(path)) as w:
+            w.write(data)
+    else:
+        path.write_bytes(data)
     try:
         for _ in shards.read_shard(path, crop_size=CROP):
             pass

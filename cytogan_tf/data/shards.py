@@ -181,8 +181,8 @@ def parse_batch(serialized, crop_size: int, channels: int = 3, with_metadata: bo
         parsed = tf.io.parse_example(serialized, spec)
         flat = tf.io.decode_raw(parsed.pop("image"), tf.uint8)
         images = tf.reshape(flat, [-1, crop_size, crop_size, channels])
-    except tf.errors.OpError as exc:  # only reachable eagerly; in a graph it surfaces later
-        raise DataError(f"corrupt cell record(s): {_first_line(exc.message)}") from None
+    except (tf.errors.OpError, UnicodeDecodeError) as exc:  # eager only; in a graph it surfaces later
+        raise DataError(f"corrupt cell record(s): {_describe(exc)}") from None
     out = {"image": images}
     if with_metadata:
         out.update({k: parsed[k] for k in METADATA_FEATURES})
@@ -218,16 +218,16 @@ def read_shard(path: str | os.PathLike, crop_size: int | None = None) -> Iterato
             raw = next(it)
         except StopIteration:
             return
-        except tf.errors.OpError as exc:
-            raise DataError(f"{path}: corrupt TFRecord at record {index} "
-                            f"({_first_line(exc.message)})") from None
+        except (tf.errors.OpError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: corrupt TFRecord at record {index} ({_describe(exc)})") from None
         try:
             parsed = tf.io.parse_single_example(raw, spec)
             h, w, c = (int(parsed[k]) for k in ("height", "width", "channels"))
             pixels = tf.io.decode_raw(parsed["image"], tf.uint8).numpy()
-        except tf.errors.OpError as exc:
-            raise DataError(f"{path}: unparsable record {index} "
-                            f"({_first_line(exc.message)})") from None
+        except (tf.errors.OpError, UnicodeDecodeError) as exc:
+            # TF builds some parse-error messages from the record's raw bytes and then
+            # fails to decode them itself (UnicodeDecodeError): both mean a bad record.
+            raise DataError(f"{path}: unparsable record {index} ({_describe(exc)})") from None
         if min(h, w, c) <= 0 or pixels.size != h * w * c or (
                 crop_size is not None and (h, w) != (crop_size, crop_size)):
             raise DataError(f"{path}: record {index} has {pixels.size} image bytes for "
@@ -273,8 +273,8 @@ def count_records(path: str | os.PathLike) -> int:
     check_framing(path)
     try:
         return int(tf.data.TFRecordDataset(str(path)).reduce(np.int64(0), lambda n, _: n + 1))
-    except tf.errors.OpError as exc:
-        raise DataError(f"{path}: corrupt TFRecord ({_first_line(exc.message)})") from None
+    except (tf.errors.OpError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: corrupt TFRecord ({_describe(exc)})") from None
 
 
 def verify_shards(shards_dir: str | os.PathLike) -> int:
@@ -292,6 +292,12 @@ def verify_shards(shards_dir: str | os.PathLike) -> int:
         raise DataError(f"{Path(shards_dir) / DATASET_JSON}: n_cells={info['n_cells']} "
                         f"but the shards hold {n} records")
     return n
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "undecodable parse error"
+    return _first_line(getattr(exc, "message", str(exc)))
 
 
 def _first_line(msg: str) -> str:
