@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from cytogan_tf.cli.main import cli
 from cytogan_tf.data.bbbc021 import IMAGE_COLUMNS, load_image_sets, read_image_set
-from cytogan_tf.data.synthetic import SynthSettings, load_preset, simulate_plates
+from cytogan_tf.data.synthetic import load_preset, simulate_plates
 from cytogan_tf.errors import DataError
 
 TINY = load_preset("tiny")

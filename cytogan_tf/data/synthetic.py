@@ -101,7 +101,8 @@ READ_NOISE = 25.0
 
 @dataclass(frozen=True)
 class SynthSettings:
-    """Size of the simulated experiment. Presets live in `configs/synth.toml`."""
+    """Size of the simulated experiment (defaults = the demo preset). Presets live in
+    `configs/synth.toml`."""
 
     plates: int = 4
     wells_per_treatment: int = 2
@@ -110,8 +111,8 @@ class SynthSettings:
     cells_per_image: int = 14
     cell_radius: float = 18.0
     moas: int = 8
-    compounds_per_moa: int = 2
-    concentrations_per_compound: int = 3
+    compounds_per_moa: int = 3
+    concentrations_per_compound: int = 2
     dmso_wells_per_plate: int = 4
     control_wells_per_plate: int = 2
     seed: int = 0
@@ -129,6 +130,7 @@ class SynthSettings:
             "concentrations_per_compound": 2 <= self.concentrations_per_compound <= 4,
             "dmso_wells_per_plate": self.dmso_wells_per_plate >= 1,
             "control_wells_per_plate": self.control_wells_per_plate >= 0,
+            "seed": 0 <= self.seed < 2**63,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -312,8 +314,8 @@ def _bump(x: np.ndarray) -> np.ndarray:
     return q * q
 
 
-def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float) -> int:
-    """Add one cell to the 3xHxW canvas; return its number of nuclei."""
+def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float) -> tuple[int, float, float, float]:
+    """Add one cell to the 3xHxW canvas; return (nuclei, nucleus centre y, x, cell radius)."""
     H, W = canvas.shape[1:]
     mitotic = p["mitotic_now"]
     r = R * p["cell_r"] * (0.8 if mitotic else 1.0)
@@ -322,7 +324,7 @@ def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float) -
     y0, y1 = max(0, int(cy) - half), min(H, int(cy) + half + 1)
     x0, x1 = max(0, int(cx) - half), min(W, int(cx) + half + 1)
     if y0 >= y1 or x0 >= x1:
-        return 0
+        return 0, cy, cx, r
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     dy, dx = yy - cy, xx - cx
     theta = rng.uniform(0, math.pi)
@@ -345,12 +347,14 @@ def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float) -
     dna = np.zeros_like(rho)
     nuc_mask = np.zeros_like(rho)
     monopolar = mitotic and rng.random() < p["monopolar"]
+    centres = []
     for j in range(n_nuc):
         if n_nuc == 1:
             ny, nx = rng.normal(0, 0.08 * r, size=2)
         else:
             ang = 2 * math.pi * j / n_nuc + rng.uniform(0, 1)
             ny, nx = 0.38 * r * math.sin(ang), 0.38 * r * math.cos(ang)
+        centres.append((ny, nx))
         nr = r * p["nuc_r"] * (0.62 if mitotic else 1.0) * (0.8 if n_nuc > 1 else 1.0)
         ne = 1.6 if (mitotic and not monopolar) else p["nuc_elong"]
         nt = rng.uniform(0, math.pi)
@@ -408,7 +412,8 @@ def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float) -
     canvas[0, y0:y1, x0:x1] += dna * np.maximum(cell, nuc_mask)
     canvas[1, y0:y1, x0:x1] += actin
     canvas[2, y0:y1, x0:x1] += tub
-    return n_nuc
+    ny, nx = np.mean(centres, axis=0)
+    return n_nuc, cy + ny, cx + nx, r
 
 
 def render_image(rng, s: SynthSettings, t: Treatment | None, plate_fx: dict) -> tuple[np.ndarray, list[dict]]:
@@ -427,9 +432,14 @@ def render_image(rng, s: SynthSettings, t: Treatment | None, plate_fx: dict) -> 
     canvas = np.zeros((3, H, W), dtype=np.float32)
     truth = []
     for p, (cy, cx) in zip(params, centres):
-        n_nuc = _render_cell(canvas, fields, rng, p, cy, cx, s.cell_radius)
-        truth.append({"Location_Center_X": round(float(cx), 2), "Location_Center_Y": round(float(cy), 2),
-                      "Nuclei": n_nuc, "Mitotic": bool(p["mitotic_now"]), "Response": round(p["w"], 3)})
+        n_nuc, ny, nx, radius = _render_cell(canvas, fields, rng, p, cy, cx, s.cell_radius)
+        truth.append({
+            # Nucleus centre (mean of a multinucleate cell's nuclei), x = column.
+            "Location_Center_X": round(float(np.clip(nx, 0, W - 0.01)), 2),
+            "Location_Center_Y": round(float(np.clip(ny, 0, H - 0.01)), 2),
+            "Cell_Radius": round(float(radius), 2), "Nuclei": n_nuc,
+            "Mitotic": bool(p["mitotic_now"]), "Response": round(p["w"], 3),
+        })
     # Plate/batch effects: gain, vignetting, background; then shot and read noise.
     signal = canvas * CHANNEL_SCALE[:, None, None] * plate_fx["gain"][:, None, None]
     signal = signal * plate_fx["illumination"][None] + plate_fx["background"][:, None, None]
