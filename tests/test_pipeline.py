@@ -160,3 +160,29 @@ def test_random_bytes_as_shard_only_raise_dataerror(tmp_path, data, framed):
         shards.count_records(path)
     except DataError as exc:
         assert path.name in str(exc)
+
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-5, 100) | st.text(max_size=8),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
+                     max_leaves=8)
+
+
+@pytest.fixture(scope="module")
+def fuzz_base(tmp_path_factory):
+    out = _write_toy_shards(tmp_path_factory.mktemp("fuzz") / "shards", n_cells=4, n_shards=1)
+    return out, json.loads((out / "dataset.json").read_text())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(override=st.dictionaries(st.sampled_from(["crop_size", "channels", "n_cells", "shards",
+                                                 "format_version"]),
+                                _json | st.integers(1, 40), max_size=3))
+def test_damaged_dataset_json_only_raises_dataerror(fuzz_base, override):
+    out, base = fuzz_base
+    (out / "dataset.json").write_text(json.dumps({**base, **override}))
+    try:
+        for _ in pipeline.make_dataset(out, 2, seed=0, repeat=False):
+            pass
+    except DataError as exc:
+        assert "dataset.json" in str(exc) or "shard" in str(exc)

@@ -45,6 +45,7 @@ def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=No
         raise DataError(f"{shards_dir}: dataset holds no cells")
     crop = int(info["crop_size"])
     n_channels = len(info["channels"])
+    _check_first_record(paths, crop, n_channels)
     if with_metadata:
         shuffle, augment, repeat, drop_remainder = False, False, False, False
 
@@ -92,6 +93,23 @@ def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=No
     opts = tf.data.Options()
     opts.deterministic = True
     return ds.with_options(opts).prefetch(tf.data.AUTOTUNE)
+
+
+def _check_first_record(paths, crop: int, n_channels: int) -> None:
+    """Compare the first stored crop with dataset.json before building the graph.
+
+    Inside tf.data a shape mismatch would surface mid-training as a bare TF error that
+    names no file; one eager record here turns the common cases (a dataset.json edited or
+    copied from another set) into a DataError naming the shard.
+    """
+    from .shards import read_shard
+
+    for path in paths:
+        for rec in read_shard(path):
+            if rec["image"].shape != (crop, crop, n_channels):
+                raise DataError(f"{path}: crops are {'x'.join(map(str, rec['image'].shape))} but "
+                                f"dataset.json says {crop}x{crop}x{n_channels}")
+            return
 
 
 def random_dihedral(images, seed):

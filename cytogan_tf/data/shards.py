@@ -123,6 +123,16 @@ def read_dataset_info(shards_dir: str | os.PathLike) -> dict:
     for key in ("crop_size", "channels", "shards", "n_cells", "format_version"):
         if key not in info:
             raise DataError(f"{path}: missing key {key!r}")
+    def bad_int(v):
+        return isinstance(v, bool) or not isinstance(v, int) or v < 0
+
+    if bad_int(info["crop_size"]) or info["crop_size"] == 0 or bad_int(info["n_cells"]):
+        raise DataError(f"{path}: crop_size/n_cells must be non-negative integers")
+    if not isinstance(info["shards"], list) or not all(
+            isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in info["shards"]):
+        raise DataError(f"{path}: 'shards' must be a list of file names")
+    if not isinstance(info["channels"], list) or not info["channels"]:
+        raise DataError(f"{path}: 'channels' must be a non-empty list")
     if info["format_version"] != FORMAT_VERSION:
         raise DataError(f"{path}: format_version {info['format_version']!r} not supported "
                         f"(expected {FORMAT_VERSION})")
