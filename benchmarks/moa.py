@@ -105,11 +105,29 @@ def evaluate(work: Path, shards: Path, label: str, *, encoder=None, features="en
                           workers=workers, progress=False)
     profile_s = time.perf_counter() - t0
     m = evaluate_profiles(out)
-    return {"label": label, "nsc": m["nsc"]["accuracy"], "nscb": m["nscb"]["accuracy"], "map": m["map"],
+    by_norm = compare_normalizations(out / "cells.parquet")
+    return {"by_normalization": by_norm, "label": label, "nsc": m["nsc"]["accuracy"], "nscb": m["nscb"]["accuracy"], "map": m["map"],
             "chance": m["nsc"]["chance_prior"], "chance_uniform": m["nsc"]["chance_uniform"],
             "nscb_dropped": m["nscb"]["moas_dropped"], "n_treatments": m["n_treatments"],
             "n_cells": info["n_cells"], "cells_per_s": info.get("cells_per_s"),
             "profile_seconds": profile_s}
+
+
+def compare_normalizations(cells_path) -> dict:
+    """NSC / NSCB / mAP of the same cells under each profile normalisation (cheap: the
+    per-cell table is reused, only aggregation and evaluation rerun)."""
+    import pandas as pd
+
+    from cytogan_tf.evaluation import evaluate_table
+    from cytogan_tf.profiling import build_profiles
+
+    cells = pd.read_parquet(cells_path)
+    out = {}
+    for norm, scope in (("none", "global"), ("dmso", "plate"), ("tvn", "global"), ("tvn", "plate")):
+        r = evaluate_table(build_profiles(cells, normalize=norm, tvn_scope=scope)["treatments_mean"])
+        out[f"{norm}-{scope}" if norm == "tvn" else norm] = {
+            "nsc": r["nsc"].accuracy, "nscb": r["nscb"].accuracy, "map": r["map"]}
+    return out
 
 
 def main(argv=None):
@@ -147,6 +165,13 @@ def main(argv=None):
     for r in rows:
         speed = f"{r['cells_per_s']:.0f}" if r.get("cells_per_s") else "-"
         print(f"{r['label']:<20} {r['nsc']:>6.3f} {r['nscb']:>6.3f} {r['map']:>6.3f} {r['chance']:>7.3f} {speed:>14}")
+    print("\nNSC / NSCB by profile normalisation (treatment means)")
+    norms = list(rows[0]["by_normalization"]) if rows else []
+    print(f"{'features':<20} " + " ".join(f"{n:>15}" for n in norms))
+    for r in rows:
+        cells = " ".join(f"{r['by_normalization'][n]['nsc']:>7.3f}/{r['by_normalization'][n]['nscb']:<7.3f}"
+                         for n in norms)
+        print(f"{r['label']:<20} {cells}")
     return rows
 
 
