@@ -18,10 +18,12 @@ Controls (documented here because every later stage depends on it):
   listed in `df.attrs["unknown_moa"]`.
 
 Which taxol 0.3 wells are controls? The CSVs do not say. Controls sit at the same well
-position on most plates, while a real treatment occupies its wells on a few plates of one
-week; so a well holding a declared positive-control (compound, concentration) is a control
-when that (compound, concentration) holds that same well position on at least half of the
-plates (all such wells are controls when the set has a single plate).
+positions on the plates of every week, while a real treatment occupies a few plates of one
+week (each compound is imaged in one week only). So a well holding a declared
+positive-control (compound, concentration) is a control when that (compound,
+concentration) holds the same well position in at least half of the weeks (and at least
+two); the week is the first folder of `Image_PathName_DAPI` (`Week4/Week4_27481`). With a
+single week the same rule counts plates; with a single plate all such wells are controls.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ def load_image_sets(
 
         df = load_regex_layout(root, spec, check_files=check_files, skip_bad=skip_bad)
     else:
-        raise DataError(f"layout {layout!s}: unknown kind {kind!r} (expected 'bbbc021' or 'regex')")
+        raise ConfigError(f"layout {layout!s}: unknown kind {kind!r} (expected 'bbbc021' or 'regex')")
     return df
 
 
@@ -173,8 +175,6 @@ def _load_bbbc021(
             if not skip_bad:
                 raise
             skipped.append(exc.skip_entry)
-    if skipped:
-        log.warning("skipped %d bad image rows from %s", len(skipped), image_csv)
     if not rows:
         raise DataError(f"{image_csv}: no usable image rows (all {len(images)} rows were bad)")
 
@@ -187,6 +187,8 @@ def _load_bbbc021(
         skipped += [(str(image_csv), f"duplicate ImageNumber {int(n)}")
                     for n in df.loc[duplicated, "Metadata_ImageNumber"]]
         df = df.loc[~duplicated].reset_index(drop=True)
+    if skipped:
+        log.warning("skipped %d bad image rows from %s", len(skipped), image_csv)
     moa_lookup = _moa_lookup(moas, moa_csv)
     _assign_controls_and_moa(df, moa_lookup, negative_control, positive_controls)
     df = df[OUTPUT_COLUMNS].sort_values("Metadata_ImageNumber", kind="stable").reset_index(drop=True)
