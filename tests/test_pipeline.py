@@ -143,7 +143,7 @@ def test_parse_functions_on_garbage_raise_dataerror():
     assert parsed["image"].shape == (8, 8, 3) and int(parsed["cell_id"]) == 1
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=0, max_size=400), framed=st.booleans())
 def test_random_bytes_as_shard_only_raise_dataerror(tmp_path, data, framed):
     import tensorflow as tf
@@ -174,7 +174,7 @@ def fuzz_base(tmp_path_factory):
     return out, json.loads((out / "dataset.json").read_text())
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(override=st.dictionaries(st.sampled_from(["crop_size", "channels", "n_cells", "shards",
                                                  "format_version"]),
                                 _json | st.integers(1, 40), max_size=3))
