@@ -81,6 +81,18 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["out.bin"]
 
 
+def test_atomic_outputs_get_the_umask_mode_not_private(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io_utils.atomic_write_text(tmp_path / "f.txt", "x")
+        with io_utils.atomic_directory(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
 def test_atomic_directory_refuses_existing(tmp_path):
     (tmp_path / "v1").mkdir()
     with pytest.raises(FileExistsError):
