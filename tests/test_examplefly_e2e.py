@@ -41,21 +41,32 @@ def test_prepare_finds_real_cells_in_every_field(fly_shards):
     assert len(cells) == info["n_cells"]
 
 
-def test_exported_encoder_profiles_real_cells(fly_shards, tmp_path):
+def export_untrained_encoder(base_dir, arch, image_size, encoder_dim):
+    """An exported encoder of a freshly built tiny GAN (float32), through the real export."""
     import keras
 
-    from cytogan_tf.cli.main import cli
     from cytogan_tf.export import export_models
     from cytogan_tf.models import build_gan
 
     keras.mixed_precision.set_global_policy("float32")
-    gan = build_gan({"arch": "lsgan", "image_size": 48, "latent_dim": 8, "encoder_dim": 6,
-                     "widths": [16, 8, 8, 4]})
-    exp = export_models(gan.generator, gan.encoder, {"arch": "lsgan", "step": 0}, "fly",
-                        base_dir=tmp_path / "exported")
+    gan = build_gan({"arch": arch, "image_size": image_size, "latent_dim": 8,
+                     "encoder_dim": encoder_dim, "widths": [16, 8, 8, 4]})
+    exp = export_models(gan.generator, gan.encoder, {"arch": arch, "step": 0}, arch,
+                        base_dir=base_dir)
+    return exp["encoder"]
+
+
+def profile_cli(encoder, data, out):
+    from cytogan_tf.cli.main import cli
+
+    return CliRunner().invoke(cli, ["profile", "--encoder", str(encoder), "--data", str(data),
+                                    "--out", str(out), "--no-progress"])
+
+
+def test_exported_encoder_profiles_real_cells(fly_shards, tmp_path):
+    encoder = export_untrained_encoder(tmp_path / "exported", "lsgan", 48, 6)
     out = tmp_path / "profiles"
-    result = CliRunner().invoke(cli, ["profile", "--encoder", str(exp["encoder"]), "--data",
-                                      str(fly_shards), "--out", str(out), "--no-progress"])
+    result = profile_cli(encoder, fly_shards, out)
     assert result.exit_code == 0, result.output
     cells = pd.read_parquet(out / "cells.parquet")
     n_cells = len(pd.read_parquet(fly_shards / "cells.parquet"))
@@ -69,19 +80,8 @@ def test_exported_encoder_profiles_real_cells(fly_shards, tmp_path):
 
 
 def test_encoder_with_the_wrong_crop_size_is_refused(fly_shards, tmp_path):
-    import keras
-
-    from cytogan_tf.cli.main import cli
-    from cytogan_tf.export import export_models
-    from cytogan_tf.models import build_gan
-
-    keras.mixed_precision.set_global_policy("float32")
-    gan = build_gan({"arch": "dcgan", "image_size": 32, "latent_dim": 8, "encoder_dim": 4,
-                     "widths": [16, 8, 8, 4]})
-    exp = export_models(gan.generator, gan.encoder, {"arch": "dcgan", "step": 0}, "small",
-                        base_dir=tmp_path / "exported")
-    result = CliRunner().invoke(cli, ["profile", "--encoder", str(exp["encoder"]), "--data",
-                                      str(fly_shards), "--out", str(tmp_path / "p"), "--no-progress"])
+    encoder = export_untrained_encoder(tmp_path / "exported", "dcgan", 32, 4)
+    result = profile_cli(encoder, fly_shards, tmp_path / "p")
     assert result.exit_code == 1
     assert "Error:" in result.output and "32" in result.output and "48" in result.output
     assert "Traceback" not in result.output
