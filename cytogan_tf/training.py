@@ -413,6 +413,10 @@ class _RunCallback(keras.callbacks.Callback):
         self.gan.stop_training = True
         kept = (f"last good checkpoint: step {self.last_saved_step} ({self.last_checkpoint})"
                 if self.last_checkpoint else "no checkpoint was saved before it")
+        if self.is_chief:
+            # run.json keeps the last good step; the divergence is recorded beside it.
+            atomic_write_json(self.run_dir / RUN_JSON, {
+                **self.run_info, "diverged": {"step": self.step, "reason": what}, "updated": _now()})
         return TrainingDivergedError(f"training diverged at step {self.step}: {what}; {kept}")
 
 

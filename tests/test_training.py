@@ -15,6 +15,17 @@ from cytogan_tf.training import load_run, train
 from training_helpers import CROP, tiny_config, write_tiny_shards
 
 
+def event_tags(log_dir):
+    """Summary tags in a TensorBoard log dir, read with TF's own Event proto."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    files = [str(p) for p in log_dir.glob("events.out.tfevents.*")]
+    assert files
+    return {v.tag for rec in tf.data.TFRecordDataset(files)
+            for v in event_pb2.Event.FromString(rec.numpy()).summary.value}
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     return write_tiny_shards(tmp_path_factory.mktemp("data") / "shards")
@@ -37,7 +48,8 @@ def test_each_arch_trains_and_writes_a_complete_run(arch, shards, tmp_path):
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_000002.png", "step_000004.png"]
     with Image.open(run / "samples" / "step_000004.png") as im:
         assert im.size[::-1] == grid_pixel_size(4, CROP, CROP) and im.mode == "RGB"
-    assert list((run / "logs" / "train").glob("events.out.tfevents.*"))
+    tags = event_tags(run / "logs" / "train")
+    assert {"d_loss", "g_loss", "samples"} <= tags
 
     loaded = load_run(run)
     assert loaded.step == 4 and loaded.gan.arch == arch
@@ -77,7 +89,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(sh
     with pytest.raises(TrainingDivergedError, match=r"diverged at step 3: \w+_loss = nan; last good checkpoint: step 2"):
         train(tiny_config("lsgan"), shards, run, steps=8, precision="float32",
               checkpoint_every=2, sample_every=100, verbose=0, dataset_hook=poison_from_third_batch)
-    assert json.loads((run / "run.json").read_text())["step"] == 2
+    info = json.loads((run / "run.json").read_text())
+    assert info["step"] == 2 and info["diverged"]["step"] == 3
     assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-2.index"]
     loaded = load_run(run)
     assert loaded.step == 2
