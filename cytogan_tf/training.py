@@ -3,8 +3,12 @@
 A run directory holds `config.toml` (the resolved config), `run.json` (arch, precision,
 seed, the dataset's info incl. normalisation, latest step), `checkpoints/` (a
 `tf.train.CheckpointManager` over both networks, both optimizers, the step counter and
-every model variable incl. seed-generator state and BEGAN's k_t), `samples/step_*.png`
+the model's `extra_state()`: seed-generator state, BEGAN's k_t), `samples/step_*.png`
 (generated from one fixed z, so sheets are comparable over time) and `logs/` (TensorBoard).
+
+[train] keys read here (defaults in TRAIN_DEFAULTS): batch_size, steps, seed, precision,
+sample_every, checkpoint_every, log_every, steps_per_epoch (steps per fit() epoch: metrics
+are running means over it), max_checkpoints, sample_count (cells per sample sheet), augment.
 
 Keras weights files do not hold optimizer state, so resume goes through tf.train.Checkpoint.
 The data stream is positioned by skipping the batches already consumed, which makes a
@@ -200,10 +204,11 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     writer = tf.summary.create_file_writer(str(out / LOGS_DIR / "train")) if is_chief else None
     from tqdm import tqdm
 
-    progress = tqdm(total=total_steps, initial=start_step, unit="step", desc=f"train {run_info['arch']}",
-                    file=sys.stderr, dynamic_ncols=True, disable=not (verbose and is_chief))
-    tracker = _RunCallback(progress=progress, 
-        gan=gan, step_var=step_var, start_step=start_step, manager=manager,
+    progress = tqdm(total=total_steps, initial=start_step, unit="step",
+                    desc=f"train {run_info['arch']}", file=sys.stderr, dynamic_ncols=True,
+                    disable=not (verbose and is_chief))
+    tracker = _RunCallback(
+        progress=progress, gan=gan, step_var=step_var, start_step=start_step, manager=manager,
         run_dir=out, run_info=run_info, is_chief=is_chief, z_fixed=z_fixed, writer=writer,
         sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every)
 
