@@ -96,3 +96,23 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(sh
     assert loaded.step == 2
     for v in loaded.gan.generator.variables + loaded.gan.discriminator.variables:
         assert np.all(np.isfinite(np.asarray(v)))
+
+
+def test_train_cli_rejects_bad_options_before_writing(shards, tmp_path):
+    from click.testing import CliRunner
+
+    from cytogan_tf.cli.main import cli
+
+    run = tmp_path / "run"
+    cases = [
+        (["--arch", "lsgan", "--config", "wgan"], "model.arch is 'wgan', not --arch lsgan"),
+        (["--arch", "lsgan", "--set", "train.nope=1"], "unknown config key 'train.nope'"),
+        (["--arch", "lsgan", "--set", "train.g_lr=fast"], "train.g_lr: cannot read 'fast'"),
+        (["--arch", "lsgan", "--image-size", "64", "--set", "model.widths=[8,8,8,8]"],
+         "model.image_size is 64"),
+        (["--arch", "lsgan", "--strategy", "multiworker"], "TF_CONFIG"),
+    ]
+    for extra, message in cases:
+        res = CliRunner().invoke(cli, ["train", "--data", str(shards), "--out", str(run), *extra])
+        assert res.exit_code == 1 and "Error:" in res.output and message in res.output, (extra, res.output)
+        assert not run.exists()
