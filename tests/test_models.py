@@ -171,3 +171,16 @@ def test_trains_under_mirrored_strategy():
     out = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK began" in out.stdout and "OK wgan" in out.stdout
+
+
+def test_fused_batch_norm_matches_keras_batch_norm():
+    from cytogan_tf.models.networks import FusedBatchNorm
+
+    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (8, 4, 4, 5)).astype("float32"))
+    ours = FusedBatchNorm(momentum=0.9, epsilon=1e-3)
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    np.testing.assert_allclose(ours(x, training=True).numpy(), ref(x, training=True).numpy(), atol=1e-4)
+    # moving statistics follow the batch (variance: unbiased in the fused kernel)
+    np.testing.assert_allclose(ours.moving_mean.numpy(), ref.moving_mean.numpy(), atol=1e-4)
+    np.testing.assert_allclose(ours.moving_variance.numpy(), ref.moving_variance.numpy(), rtol=0.05)
+    np.testing.assert_allclose(ours(x, training=False).numpy(), ref(x, training=False).numpy(), atol=0.05)

@@ -19,8 +19,57 @@ def start_size(image_size: int) -> int:
     return image_size // 16
 
 
+@keras.saving.register_keras_serializable(package="cytogan")
+class FusedBatchNorm(layers.Layer):
+    """Batch norm over the channels of NHWC feature maps through TF's fused kernel.
+
+    Hand-written because Keras 3's BatchNormalization builds moments and normalisation
+    from separate ops and upcasts bfloat16 inputs to float32 for them; the fused kernel
+    (oneDNN on CPU, cuDNN on GPU) does it in one pass in the compute dtype, with float32
+    statistics. Same weights as Keras' layer (gamma, beta, moving_mean, moving_variance).
+    """
+
+    def __init__(self, momentum=0.9, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        channels = (int(input_shape[-1]),)
+        def weight(name, init, trainable):
+            return self.add_weight(shape=channels, initializer=init, name=name,
+                                   trainable=trainable, autocast=False)
+        self.gamma = weight("gamma", "ones", True)
+        self.beta = weight("beta", "zeros", True)
+        self.moving_mean = weight("moving_mean", "zeros", False)
+        self.moving_variance = weight("moving_variance", "ones", False)
+
+    def call(self, inputs, training=False):
+        import tensorflow as tf
+
+        if not training:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, self.gamma.value, self.beta.value, mean=self.moving_mean.value,
+                variance=self.moving_variance.value, epsilon=self.epsilon, is_training=False)
+            return y
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, self.gamma.value, self.beta.value, epsilon=self.epsilon, is_training=True)
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+        return y
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
 def _norm(kind: str, name: str):
     if kind == "batch":
+        return FusedBatchNorm(momentum=0.9, epsilon=1e-5, name=name)
+    if kind == "keras_batch":
         return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
     if kind == "layer":
         return layers.LayerNormalization(axis=[1, 2, 3], epsilon=1e-5, name=name)
