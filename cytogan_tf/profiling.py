@@ -311,7 +311,7 @@ def ensure_shards(data_dir, out_dir, *, encoder: Encoder | None = None, layout="
     """A shards directory for `data_dir`: itself when prepared, else raw plates prepared
     into `<out_dir>/shards` with the encoder's crop size and the normalisation method and
     percentiles recorded in its metadata (per-plate ranges are measured on these plates)."""
-    from .data.prepare import PrepareOptions, prepare
+    from .data.prepare import PrepareOptions, prepare, prepare_section
     from .data.shards import DATASET_JSON
 
     data_dir = Path(data_dir)
@@ -334,7 +334,9 @@ def ensure_shards(data_dir, out_dir, *, encoder: Encoder | None = None, layout="
     elif crop_size is not None:
         overrides["crop_size"] = int(crop_size)
     shards_dir = Path(out_dir) / "shards"
-    result = prepare(data_dir, shards_dir, layout=layout, options=PrepareOptions(**overrides))
+    # the layout's own [prepare] section (segmentation scale etc.), then the encoder's needs
+    options = PrepareOptions.from_config(prepare_section(None, layout), **overrides)
+    result = prepare(data_dir, shards_dir, layout=layout, options=options)
     if result.n_cells == 0:
         raise DataError(f"{data_dir}: no cells found in the plates (empty data set)")
     return shards_dir

@@ -85,3 +85,18 @@ def test_encoder_with_the_wrong_crop_size_is_refused(fly_shards, tmp_path):
     assert result.exit_code == 1
     assert "Error:" in result.output and "32" in result.output and "48" in result.output
     assert "Traceback" not in result.output
+
+
+def test_profile_prepares_raw_plates_with_the_layouts_settings(fly_shards, tmp_path):
+    """Raw images in, profiles out: prepared on the fly with the layout's [prepare]
+    section and the encoder's crop size, giving the same cells as `cytogan prepare`."""
+    from cytogan_tf.cli.main import cli
+
+    encoder = export_untrained_encoder(tmp_path / "exported", "lsgan", 48, 6)
+    out = tmp_path / "profiles"
+    result = CliRunner().invoke(cli, ["profile", "--encoder", str(encoder), "--data", str(FLY),
+                                      "--layout", "examplefly", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (out / "shards" / "dataset.json").is_file()
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert len(cells) == len(pd.read_parquet(fly_shards / "cells.parquet"))
