@@ -85,6 +85,10 @@ def run_worker(framework, arch, precision, args):
     if args.torch_channels_last:
         cmd.append("--torch-channels-last")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if framework == "torch":
+        # torch's OpenMP threads spin-wait by default; on cores shared with other
+        # processes that made it 2-3x slower here, so give it the passive policy.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"{framework} {arch} {precision} failed:\n{out.stderr[-3000:]}")
