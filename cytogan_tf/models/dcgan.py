@@ -1,8 +1,11 @@
 """DCGAN with the non-saturating generator loss; also the base of LSGAN.
 
-The discriminator sees real and fake images as one concatenated batch: one pass of
-2B images is faster on oneDNN than two passes of B, and batch norm then normalises both
-halves with the same statistics (as in the keras-io and TF-GAN DCGAN examples).
+The discriminator sees real and fake images as one concatenated batch (one pass of 2B
+images is faster on oneDNN than two passes of B) and so has no batch norm: normalising
+that mixed batch ties every score to the batch's real/fake mix, and on the demo cells
+it kept the generator collapsed or noisy (lsgan 400 steps, resize-conv generator:
+batch-norm D gave garbage frames, no-norm D diverse cells, diversity 0.12 as real cells).
+The generator keeps batch norm.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ class DCGAN(BaseGAN):
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
-        disc, enc = build_discriminator_with_encoder(image_size, widths, encoder_dim, norm="batch")
+        disc, enc = build_discriminator_with_encoder(image_size, widths, encoder_dim, norm="none")
         return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
                    encoder_dim=encoder_dim, seed=seed, update=update)
 
