@@ -1,7 +1,8 @@
 """PyTorch peers of the LSGAN and WGAN-GP networks, for the speed comparison in
-train_speed.py. Layer for layer the same as cytogan_tf.models.networks (4x4 kernels,
-stride 2, "same"-style padding 1, BN momentum 0.1 == Keras 0.9, eps 1e-5, LeakyReLU 0.2,
-linear encoder layer before the output) and the same training step (one fake batch
+train_speed.py. Layer for layer the same as cytogan_tf.models.networks (generator:
+x2 nearest resize + 3x3 conv per stage, BN momentum 0.1 == Keras 0.9, eps 1e-5;
+discriminator: 4x4 stride-2 convs with padding 1, no norm for LSGAN, layer norm for the
+WGAN-GP critic, LeakyReLU 0.2, linear encoder layer before the output) and the same training step (one fake batch
 serves D and G; WGAN-GP: n_critic critic updates, G update on the last one's fakes).
 bf16 runs use torch.autocast on CPU; losses are computed in float32 as in TF.
 """
@@ -32,10 +33,12 @@ class Generator(nn.Module):
         chans = list(widths)
         for c_in, c_out in zip(chans, chans[1:]):
             layers += [nn.BatchNorm2d(c_in, momentum=0.1, eps=1e-5), nn.ReLU(),
-                       nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)]
+                       nn.Upsample(scale_factor=2, mode="nearest"),
+                       nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)]
             size *= 2
         layers += [nn.BatchNorm2d(chans[-1], momentum=0.1, eps=1e-5), nn.ReLU(),
-                   nn.ConvTranspose2d(chans[-1], 3, 4, 2, 1), nn.Tanh()]
+                   nn.Upsample(scale_factor=2, mode="nearest"),
+                   nn.Conv2d(chans[-1], 3, 3, 1, 1), nn.Tanh()]
         self.body = nn.Sequential(*layers)
 
     def forward(self, z):
@@ -73,7 +76,7 @@ class PeerGAN:
         self.n_critic, self.gp_weight = n_critic, gp_weight
         self.G = Generator(latent_dim, image_size, widths)
         self.D = Discriminator(image_size, widths, encoder_dim,
-                               norm="layer" if arch == "wgan" else "batch")
+                               norm="layer" if arch == "wgan" else "none")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.G.to(memory_format=torch.channels_last)
