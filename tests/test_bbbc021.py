@@ -24,7 +24,9 @@ from cytogan_tf.data.bbbc021 import (
 from cytogan_tf.errors import DataError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bbbc021_mini"
-EXAMPLEFLY = Path("/work/shared/data/examplefly")
+# ../shared beside the checkout (as in CI), else the committed crops of the same fields
+_SHARED_FLY = Path(__file__).resolve().parents[2] / "shared" / "data" / "examplefly"
+EXAMPLEFLY = _SHARED_FLY if _SHARED_FLY.is_dir() else Path(__file__).parent / "data" / "examplefly"
 
 
 def _make_plate_set(root: Path, skip: set[str] = frozenset()) -> Path:

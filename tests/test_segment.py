@@ -15,7 +15,8 @@ from cytogan_tf.data.segment import (SegmentParams, segment_cells, segment_image
 from cytogan_tf.errors import ConfigError, DataError
 
 REPO_FLY = Path(__file__).parent / "data" / "examplefly"
-SHARED_FLY = Path("/work/shared/data/examplefly/01_POS002_D.TIF")
+# the full field lives in ../shared beside the checkout (as in CI)
+SHARED_FLY = Path(__file__).resolve().parents[2] / "shared" / "data" / "examplefly" / "01_POS002_D.TIF"
 
 
 def _blobs(shape=(96, 96), centres=((30, 30), (30, 70), (70, 50)), radius=9, noise=3.0, seed=0):
