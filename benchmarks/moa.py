@@ -11,6 +11,7 @@ an interrupted benchmark continues. Results: <workdir>/moa_benchmark.json and a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -41,8 +42,7 @@ def make_shards(work: Path, preset: str, crop: int, seed: int, workers: int) -> 
 
     plates, shards = work / "plates", work / "shards"
     if not (plates / "BBBC021_v1_image.csv").is_file():
-        settings = load_preset(preset)
-        settings.seed = seed
+        settings = dataclasses.replace(load_preset(preset), seed=seed)  # settings are frozen
         print(simulate_plates(plates, settings, progress=False))
     if not (shards / "dataset.json").is_file():
         res = prepare(plates, shards, options=PrepareOptions(crop_size=crop, workers=workers, seed=seed,
