@@ -242,7 +242,9 @@ def test_examplefly_layout():
     assert set(df["Metadata_Plate"]) == {"examplefly"} and set(df["Metadata_Compound"]) == {"unknown"}
     assert all(df["PathName_DNA"].str.endswith("_D.TIF")) and all(df["PathName_Actin"].str.endswith("_F.TIF"))
     image = read_image_set(df.iloc[0])
-    assert image.shape == (1006, 1000, 3) and image.max() > 100
+    # full fields are 1006x1000 (../shared), the committed crops 384x384
+    expected = (1006, 1000, 3) if EXAMPLEFLY == _SHARED_FLY else (384, 384, 3)
+    assert image.shape == expected and image.max() > 100
     toml = Path(__file__).parent.parent / "configs" / "examplefly.toml"
     pd.testing.assert_frame_equal(load_image_sets(EXAMPLEFLY, layout=toml), df)
 
