@@ -119,6 +119,35 @@ class BaseGAN(keras.Model):
     def _train_step(self, real):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _adversarial_update(self, real, z, losses_of, g_loss_of):
+        """One discriminator and one generator update, in the order `self.update` names.
+
+        `losses_of(real, fake) -> (d_loss, g_loss, extras)` scores both batches in one
+        discriminator pass; `g_loss_of(fake)` scores fakes alone (the alternating order's
+        generator step, taken after the discriminator moved). Returns (d_loss, g_loss,
+        extras) with extras from the discriminator step.
+        """
+        if self.update == "simultaneous":
+            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+                fake = self.generator(z, training=True)
+                d_loss, g_loss, extras = losses_of(real, fake)
+                d_scaled = self._scaled(self.d_optimizer, d_loss)
+                g_scaled = self._scaled(self.g_optimizer, g_loss)
+            self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
+            self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
+            return d_loss, g_loss, extras
+        with tf.GradientTape() as d_tape:
+            fake = self.generator(z, training=True)
+            d_loss, _, extras = losses_of(real, tf.stop_gradient(fake))
+            d_scaled = self._scaled(self.d_optimizer, d_loss)
+        self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
+        with tf.GradientTape() as g_tape:
+            fake = self.generator(z, training=True)
+            g_loss = g_loss_of(fake)
+            g_scaled = self._scaled(self.g_optimizer, g_loss)
+        self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
+        return d_loss, g_loss, extras
+
     @staticmethod
     def _scaled(optimizer, loss):
         """Loss to differentiate (call inside the tape): replica- and loss-scaled."""

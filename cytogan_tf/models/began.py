@@ -47,29 +47,18 @@ class BEGAN(BaseGAN):
     def _train_step(self, real):
         z = self._noise(tf.shape(real)[0])
         k = tf.identity(self.k_t)
-        if self.update == "simultaneous":  # the BEGAN paper's own update order
-            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-                fake = self.generator(z, training=True)
-                l_real, l_fake = self._recon_losses(real, fake)
-                d_loss = losses.began_discriminator_loss(l_real, l_fake, k)
-                g_loss = losses.began_generator_loss(l_fake)
-                d_scaled = self._scaled(self.d_optimizer, d_loss)
-                g_scaled = self._scaled(self.g_optimizer, g_loss)
-            self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
-            self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
-        else:
-            with tf.GradientTape() as d_tape:
-                fake = self.generator(z, training=True)
-                l_real, l_fake = self._recon_losses(real, tf.stop_gradient(fake))
-                d_loss = losses.began_discriminator_loss(l_real, l_fake, k)
-                d_scaled = self._scaled(self.d_optimizer, d_loss)
-            self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
-            with tf.GradientTape() as g_tape:
-                fake = self.generator(z, training=True)
-                g_loss = losses.began_generator_loss(
-                    losses.began_reconstruction_loss(fake, self.discriminator(fake, training=True)))
-                g_scaled = self._scaled(self.g_optimizer, g_loss)
-            self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
+
+        def losses_of(real, fake):
+            l_real, l_fake = self._recon_losses(real, fake)
+            return (losses.began_discriminator_loss(l_real, l_fake, k),
+                    losses.began_generator_loss(l_fake), (l_real, l_fake))
+
+        def g_loss_of(fake):
+            return losses.began_generator_loss(
+                losses.began_reconstruction_loss(fake, self.discriminator(fake, training=True)))
+
+        # "simultaneous" is the BEGAN paper's own update order
+        d_loss, g_loss, (l_real, l_fake) = self._adversarial_update(real, z, losses_of, g_loss_of)
         ctx = tf.distribute.get_replica_context()
         mean_real, mean_fake = l_real, l_fake
         if ctx is not None and ctx.num_replicas_in_sync > 1:

@@ -33,27 +33,13 @@ class DCGAN(BaseGAN):
         return tf.split(logits, 2, axis=0)
 
     def _train_step(self, real):
+        def losses_of(real, fake):
+            real_logits, fake_logits = self._d_logits(real, fake)
+            return self.d_loss_fn(real_logits, fake_logits), self.g_loss_fn(fake_logits), None
+
+        def g_loss_of(fake):
+            return self.g_loss_fn(self.discriminator(fake, training=True))
+
         z = self._noise(tf.shape(real)[0])
-        if self.update == "simultaneous":
-            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-                fake = self.generator(z, training=True)
-                real_logits, fake_logits = self._d_logits(real, fake)
-                d_loss = self.d_loss_fn(real_logits, fake_logits)
-                g_loss = self.g_loss_fn(fake_logits)
-                d_scaled = self._scaled(self.d_optimizer, d_loss)
-                g_scaled = self._scaled(self.g_optimizer, g_loss)
-            self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
-            self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
-        else:
-            with tf.GradientTape() as d_tape:
-                fake = self.generator(z, training=True)
-                real_logits, fake_logits = self._d_logits(real, tf.stop_gradient(fake))
-                d_loss = self.d_loss_fn(real_logits, fake_logits)
-                d_scaled = self._scaled(self.d_optimizer, d_loss)
-            self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
-            with tf.GradientTape() as g_tape:
-                fake = self.generator(z, training=True)
-                g_loss = self.g_loss_fn(self.discriminator(fake, training=True))
-                g_scaled = self._scaled(self.g_optimizer, g_loss)
-            self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
+        d_loss, g_loss, _ = self._adversarial_update(real, z, losses_of, g_loss_of)
         return {"d_loss": d_loss, "g_loss": g_loss}
