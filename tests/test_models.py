@@ -54,6 +54,21 @@ def test_each_arch_trains_and_weights_move(arch):
         assert 0.0 < float(gan.k_t.numpy()) <= 1.0  # k_t moved off its start, stays clipped
 
 
+@pytest.mark.parametrize("arch", ["dcgan", "began"])
+def test_alternating_update_moves_both_networks_differently_from_simultaneous(arch):
+    x = tf.constant(_images())
+    runs = {}
+    for update in ("simultaneous", "alternating"):
+        gan = _tiny(arch, update=update)
+        d0 = _weights(gan.discriminator)
+        logs = {k: float(v) for k, v in gan.train_step(x).items()}
+        assert all(np.isfinite(v) for v in logs.values()), logs
+        assert any(not np.allclose(a, b) for a, b in zip(d0, _weights(gan.discriminator)))
+        runs[update] = _weights(gan.generator)
+    # same seed, same first D step; the G step sees the updated D only when alternating
+    assert any(not np.allclose(a, b) for a, b in zip(runs["simultaneous"], runs["alternating"]))
+
+
 def test_fit_drives_train_step_with_steps_per_execution():
     gan = build_gan({"arch": "lsgan", **TINY}, seed=3)
     gan.compile(*make_optimizers(OPT), steps_per_execution=2)
