@@ -52,22 +52,38 @@ def wasserstein_generator_loss(fake_scores):
     return -tf.reduce_mean(_f32(fake_scores))
 
 
-def gradient_penalty(critic, real, fake, alpha, epsilon=1e-10):
+def gradient_penalty(critic, real, fake, alpha, epsilon=1e-10, inner_scale=None):
     """E[(||grad_x D(x_hat)||_2 - 1)^2] at x_hat = real + alpha * (fake - real).
 
     `alpha` has shape [B, 1, 1, 1] (uniform in [0, 1], drawn by the caller so the
     model's seed generator controls it). `epsilon` sits inside the square root so the
     penalty's own gradient stays finite where the critic's gradient vanishes. The
     critic must treat samples independently (no batch norm) for this to be per-sample.
+
+    `inner_scale` (mixed_float16): the critic's input gradient is itself a float16
+    backward pass and underflows like any other, so the scores are multiplied by this
+    scale before differentiating and the gradient divided by it in float32. A scale
+    that overflows float16 makes the penalty non-finite.
     """
     real, fake, alpha = _f32(real), _f32(fake), _f32(alpha)
-    x_hat = real + alpha * (fake - real)
-    with tf.GradientTape() as tape:
-        tape.watch(x_hat)
-        scores = _f32(critic(x_hat, training=True))
-    grads = _f32(tape.gradient(scores, x_hat))
+    grads = critic_input_gradients(critic, real + alpha * (fake - real), inner_scale)
     norms = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=tf.range(1, tf.rank(grads))) + epsilon)
     return tf.reduce_mean(tf.square(norms - 1.0))
+
+
+def critic_input_gradients(critic, x, inner_scale=None):
+    """d sum(D(x)) / dx in float32, per sample for a critic without batch coupling;
+    under `inner_scale` the backward pass runs on scaled scores (see gradient_penalty)."""
+    x = _f32(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        scores = _f32(critic(x, training=True))
+        if inner_scale is not None:
+            scores = scores * _f32(inner_scale)
+    grads = _f32(tape.gradient(scores, x))
+    if inner_scale is not None:
+        grads = grads / _f32(inner_scale)
+    return grads
 
 
 # --- BEGAN (Berthelot et al.; autoencoder discriminator) ------------------------------

@@ -67,6 +67,30 @@ def test_gradient_penalty_zero_for_unit_norm_and_finite_for_flat_critic():
     assert grad is None or np.isfinite(grad.numpy())
 
 
+def test_loss_scaled_input_gradient_survives_float16():
+    # A float16 critic whose input gradient (1e-4 * 1e-4 = 1e-8) is below float16's
+    # smallest subnormal (6e-8): unscaled it underflows to 0, which would make the
+    # penalty's gradient vanish under mixed_float16; scaled by 2^15 it survives.
+    a, b = tf.constant(1e-4, tf.float16), tf.constant(1e-4, tf.float16)
+    critic = lambda x, training=True: tf.cast(
+        tf.reduce_sum(tf.cast(x, tf.float16) * a * b, axis=[1, 2, 3]), tf.float32)
+    x = _t(np.random.default_rng(0).normal(size=(3, 2, 2, 3)))
+    unscaled = losses.critic_input_gradients(critic, x).numpy()
+    scaled = losses.critic_input_gradients(critic, x, inner_scale=2.0 ** 15).numpy()
+    assert unscaled.dtype == scaled.dtype == np.float32
+    assert np.all(unscaled == 0.0)
+    np.testing.assert_allclose(scaled, 1e-8, rtol=2e-3)
+    # the penalty accepts the same scale, and an overflowing scale shows up as non-finite
+    # (the outer LossScaleOptimizer then skips the step and halves the scale)
+    alpha = _t(np.full((3, 1, 1, 1), 0.5))
+    assert np.isfinite(losses.gradient_penalty(critic, x, -x, alpha, inner_scale=2.0 ** 15).numpy())
+    big = tf.constant(2.0 ** 40)  # the scaled upstream gradient exceeds float16's 65504
+    critic_big = lambda x, training=True: tf.cast(
+        tf.reduce_sum(tf.cast(x, tf.float16) * tf.constant(1.0, tf.float16), axis=[1, 2, 3]),
+        tf.float32)
+    assert not np.isfinite(losses.gradient_penalty(critic_big, x, -x, alpha, inner_scale=big).numpy())
+
+
 def test_began_terms():
     x = _t(np.zeros((2, 2, 2, 1)))
     r = _t(np.full((2, 2, 2, 1), 0.5))

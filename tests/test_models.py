@@ -117,11 +117,13 @@ def test_checkpoint_round_trip_with_extra_state(tmp_path):
     np.testing.assert_array_equal(gan.sample_z(2).numpy(), z_next)
 
 
-def test_mixed_float16_wraps_optimizers_in_loss_scaling():
+@pytest.mark.parametrize("arch", ["lsgan", "wgan"])  # wgan: the loss-scaled penalty too
+def test_mixed_float16_wraps_optimizers_in_loss_scaling(arch):
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        gan = build_gan({"arch": "lsgan", "image_size": 32, "latent_dim": 4, "encoder_dim": 3,
-                         "widths": [4, 4, 4, 4]})
+        extra = {"n_critic": 1} if arch == "wgan" else {}
+        gan = build_gan({"arch": arch, "image_size": 32, "latent_dim": 4, "encoder_dim": 3,
+                         "widths": [4, 4, 4, 4], **extra})
         gan.compile(*make_optimizers(OPT))
         assert isinstance(gan.g_optimizer, keras.optimizers.LossScaleOptimizer)
         assert isinstance(gan.d_optimizer, keras.optimizers.LossScaleOptimizer)
