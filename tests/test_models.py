@@ -146,7 +146,9 @@ def test_float32_does_not_wrap():
      ({"arch": "lsgan", "image_size": 40}, "model.image_size"),
      ({"arch": "lsgan", "widths": [8, 8]}, "model.widths"),
      ({"arch": "lsgan", "gamma": 0.5}, "unknown key.*gamma"),
-     ({"arch": "wgan", "critic_norm": "batch"}, "model.critic_norm")],
+     ({"arch": "wgan", "critic_norm": "batch"}, "model.critic_norm"),
+     ({"arch": "began", "k_init": 1.5}, "model.k_init"),
+     ({"arch": "began", "gamma": "high"}, "model.gamma")],
 )
 def test_bad_model_config_is_config_error(cfg, match):
     with pytest.raises(ConfigError, match=match):
