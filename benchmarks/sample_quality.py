@@ -49,7 +49,7 @@ def main(argv=None):
     sys.path.insert(0, str(HERE))
     from moa import make_shards
 
-    from cytogan_tf.config import parse_set_options
+    from cytogan_tf.config import apply_overrides, parse_set_options
     from cytogan_tf.demo import demo_config, model_config
     from cytogan_tf.evaluation import read_real_images, sample_quality
     from cytogan_tf.training import generate_unit, load_run, train
@@ -63,7 +63,7 @@ def main(argv=None):
     tag = "-".join(f"{k.split('.')[-1]}{v}" for k, v in sorted(overrides.items()))
     rows = [{"model": "real crops", "diversity": diversity(real), "mean": float(real.mean())}]
     for arch in [a for a in args.archs.split(",") if a]:
-        cfg = model_config(demo_config(arch, overrides))
+        cfg = apply_overrides(model_config(demo_config(arch)), overrides)  # on the arch's keys
         run_dir = work / f"run-{arch}{'-' + tag if tag else ''}"
         t0 = time.perf_counter()
         result = train(cfg, shards, run_dir, steps=args.steps,
