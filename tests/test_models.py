@@ -203,3 +203,16 @@ def test_fused_batch_norm_matches_keras_batch_norm():
     np.testing.assert_allclose(ours.moving_mean.numpy(), ref.moving_mean.numpy(), atol=1e-4)
     np.testing.assert_allclose(ours.moving_variance.numpy(), ref.moving_variance.numpy(), rtol=0.05)
     np.testing.assert_allclose(ours(x, training=False).numpy(), ref(x, training=False).numpy(), atol=0.05)
+
+
+def test_began_starts_k_t_where_its_config_says():
+    # k_t = 0 lets the generator collapse to flat grey on masked crops (README, Configs);
+    # the shipped config and the class default must agree on the non-zero start.
+    from cytogan_tf.config import load_config
+
+    model_cfg = load_config("began")["model"]
+    assert model_cfg["k_init"] > 0
+    gan = build_gan({**model_cfg, **TINY})
+    assert float(gan.k_t.numpy()) == pytest.approx(model_cfg["k_init"])
+    default = build_gan({"arch": "began", **TINY})
+    assert float(default.k_t.numpy()) == pytest.approx(model_cfg["k_init"])
