@@ -62,11 +62,12 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
                f"model.critic_norm: {cfg.get('critic_norm')!r} must be 'layer' or 'none'")
         _check(int(cfg.get("n_critic", 5)) >= 1, "model.n_critic: must be >= 1")
     if arch == "began":
-        for key, default, low, high in (("k_init", 0.3, 0.0, 1.0), ("gamma", 0.5, 0.0, 1.0),
-                                        ("lambda_k", 1e-3, 0.0, 1.0)):
-            val = cfg.get(key, default)
-            _check(isinstance(val, (int, float)) and not isinstance(val, bool) and low <= val <= high,
-                   f"model.{key}: {val!r} must be a number from {low:g} to {high:g}")
+        for key in ("k_init", "gamma", "lambda_k"):  # absent keys take BEGAN's defaults
+            if key not in cfg:
+                continue
+            val = cfg[key]
+            _check(isinstance(val, (int, float)) and not isinstance(val, bool) and 0 <= val <= 1,
+                   f"model.{key}: {val!r} must be a number from 0 to 1")
 
     import keras
 
