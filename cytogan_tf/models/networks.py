@@ -70,8 +70,6 @@ class FusedBatchNorm(layers.Layer):
 def _norm(kind: str, name: str):
     if kind == "batch":
         return FusedBatchNorm(momentum=0.9, epsilon=1e-5, name=name)
-    if kind == "keras_batch":
-        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
     if kind == "layer":
         return layers.LayerNormalization(axis=[1, 2, 3], epsilon=1e-5, name=name)
     return None
