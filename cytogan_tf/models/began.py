@@ -34,12 +34,13 @@ class BEGAN(BaseGAN):
 
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update,
-                           arch, gamma=0.5, lambda_k=1e-3, k_init=0.3):
+                           arch, **equilibrium):
+        """`equilibrium`: gamma, lambda_k, k_init where the config sets them."""
         gen = build_generator(latent_dim, image_size, widths, norm="none", act="elu")
         disc, enc = build_autoencoder(image_size, widths, encoder_dim)
         return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
                    encoder_dim=encoder_dim, seed=seed, update=update,
-                   gamma=gamma, lambda_k=lambda_k, k_init=k_init)
+                   **equilibrium)
 
     def extra_state(self) -> dict:
         return {**super().extra_state(), "k_t": self.k_t}

@@ -26,12 +26,13 @@ class WGANGP(BaseGAN):
 
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update,
-                           arch, n_critic=5, gp_weight=10.0, critic_norm="layer"):
+                           arch, critic_norm="layer", **critic_schedule):
+        """`critic_schedule`: n_critic, gp_weight where the config sets them."""
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         disc, enc = build_discriminator_with_encoder(image_size, widths, encoder_dim, norm=critic_norm)
         return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
                    encoder_dim=encoder_dim, seed=seed, update=update,
-                   n_critic=n_critic, gp_weight=gp_weight)
+                   **critic_schedule)
 
     def _critic_losses(self, real, fake):
         scores = self.discriminator(tf.concat([real, fake], axis=0), training=True)
