@@ -17,11 +17,15 @@ import click
               help="TF Serving model root; models.config is rewritten here.")
 @click.option("--config-root", default="/models", show_default=True,
               help="Directory the server sees <base-dir> as; models.config base_path = ROOT/<model>.")
-def export(run_dir, name, version, base_dir, config_root):
+@click.option("--readout", type=click.Choice(["hidden", "multiscale"]), default=None,
+              help="Encoder readout to export (default: the run's model.readout). hidden: the "
+                   "paper's dense layer; multiscale: average+max pooled features of every stage.")
+def export(run_dir, name, version, base_dir, config_root, readout):
     """Export RUN_DIR's generator and encoder as float32 SavedModels for TensorFlow Serving."""
     from cytogan_tf.export import export_run
 
-    result = export_run(run_dir, name, base_dir=base_dir, version=version, config_root=config_root)
+    result = export_run(run_dir, name, base_dir=base_dir, version=version, config_root=config_root,
+                        readout=readout)
     meta = result["metadata"]
     click.echo(f"exported {meta.get('arch')} step {meta.get('step')} as version {result['version']}:")
     click.echo(f"  generator      {result['generator']}")

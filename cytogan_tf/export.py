@@ -209,10 +209,21 @@ def _generator_functions(generator, latent_dim: int):
     return {"serving_default": tf.function(serve, input_signature=[spec], autograph=False)}
 
 
-def _encoder_functions(encoder, image_size: int):
+def _encoder_functions(encoder, image_size: int, latent_encoder=None):
+    """serving_default / serve_uint8 (embeddings); with `latent_encoder` (BiGAN's E) also
+    `encode`: float32 images in [0, 1] -> `z` in the generator's latent space."""
     import tensorflow as tf
 
     shape = [None, image_size, image_size, 3]
+    extra = {}
+    if latent_encoder is not None:
+        def encode(images):
+            images = _check_shape(images, shape, "images")
+            return {"z": tf.cast(latent_encoder(images * 2.0 - 1.0, training=False), tf.float32)}
+
+        extra["encode"] = tf.function(
+            encode, input_signature=[tf.TensorSpec(shape, tf.float32, name="images")],
+            autograph=False)
 
     def embed(scaled):
         return {"embeddings": tf.cast(encoder(scaled, training=False), tf.float32)}
@@ -232,6 +243,7 @@ def _encoder_functions(encoder, image_size: int):
         "serve_uint8": tf.function(
             serve_uint8, input_signature=[tf.TensorSpec(shape, tf.uint8, name="images")],
             autograph=False),
+        **extra,
     }
 
 
@@ -302,12 +314,13 @@ def _jsonable(value):
 
 def export_models(generator, encoder, metadata: dict, name: str,
                   base_dir: str | os.PathLike = "exported", version: int | None = None,
-                  config_root: str = DEFAULT_CONFIG_ROOT) -> dict:
+                  config_root: str = DEFAULT_CONFIG_ROOT, latent_encoder=None) -> dict:
     """Write the generator and encoder SavedModels of one model and refresh models.config.
 
     `generator` maps z [B, latent] to images in [-1, 1]; `encoder` maps images in [-1, 1]
     to embeddings. `metadata` should carry arch, image_size, latent_dim, step,
     normalization; image_size and latent_dim are read from the models when missing.
+    `latent_encoder` (images -> z, BiGAN) adds the encoder's `encode` signature.
     Returns {"generator": Path, "encoder": Path, "models_config": Path, "version": int,
     "metadata": dict}. Never overwrites an existing version.
     """
@@ -334,7 +347,7 @@ def export_models(generator, encoder, metadata: dict, name: str,
     latent_dim, image_size = int(latent_dim), int(image_size)
 
     gen_fns = _generator_functions(generator, latent_dim)
-    enc_fns = _encoder_functions(encoder, image_size)
+    enc_fns = _encoder_functions(encoder, image_size, latent_encoder)
     gen_shape = _output_shape(gen_fns["serving_default"], "images")
     if gen_shape[1:] != [image_size, image_size, 3]:
         raise ExportError(f"generator outputs images of shape {gen_shape}, "
@@ -360,6 +373,8 @@ def export_models(generator, encoder, metadata: dict, name: str,
         keras_version=keras.__version__,
         models={role: d.name for role, d in dirs.items()},
     )
+    if latent_encoder is not None:
+        meta["signatures"] = ["serving_default", "serve_uint8", "encode"]
     meta.setdefault("input_range", "float32 [0, 1] (serving_default) or uint8 [0, 255] (serve_uint8)")
 
     # Both models are written to hidden temp dirs and renamed only if both saves succeed.
@@ -382,14 +397,16 @@ def export_models(generator, encoder, metadata: dict, name: str,
 
 
 def export_run(run_dir: str | os.PathLike, name: str, base_dir: str | os.PathLike = "exported",
-               version: int | None = None, config_root: str = DEFAULT_CONFIG_ROOT) -> dict:
-    """Restore a training run's latest checkpoint (float32) and export it."""
+               version: int | None = None, config_root: str = DEFAULT_CONFIG_ROOT,
+               readout: str | None = None) -> dict:
+    """Restore a training run's latest checkpoint (float32) and export it; `readout`
+    exports another encoder readout than the run's config names."""
     from cytogan_tf.training import load_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such run directory")
-    loaded = load_run(run_dir)
+    loaded = load_run(run_dir, readout=readout)
     gan = loaded.gan
     info = loaded.dataset_info or {}
     model_cfg = (loaded.config or {}).get("model", {})
@@ -405,5 +422,7 @@ def export_run(run_dir: str | os.PathLike, name: str, base_dir: str | os.PathLik
         "training_precision": (getattr(loaded, "run_info", None) or {}).get("precision")
         or train_cfg.get("precision"),
         "run_dir": str(run_dir.resolve()),
+        "readout": readout or model_cfg.get("readout", "hidden"),
     }
-    return export_models(gan.generator, gan.encoder, metadata, name, base_dir, version, config_root)
+    return export_models(gan.generator, gan.encoder, metadata, name, base_dir, version, config_root,
+                         latent_encoder=getattr(gan, "latent_encoder", None))

@@ -112,3 +112,17 @@ def began_convergence(real_recon_loss, fake_recon_loss, gamma):
     """M = L(x) + |gamma * L(x) - L(G(z))|: falls as training converges."""
     real_recon_loss, fake_recon_loss = _f32(real_recon_loss), _f32(fake_recon_loss)
     return real_recon_loss + tf.abs(gamma * real_recon_loss - fake_recon_loss)
+
+
+# --- contrastive self-supervision (SimCLR's NT-Xent, as ContraD trains D with it) ------
+def contrastive_loss(view_a, view_b, temperature=0.2):
+    """NT-Xent over two views of one batch: row i of `view_a` must pick row i of
+    `view_b` among the other 2B-2 projections (and vice versa). Cosine similarity."""
+    a = tf.math.l2_normalize(_f32(view_a), axis=1)
+    b = tf.math.l2_normalize(_f32(view_b), axis=1)
+    z = tf.concat([a, b], axis=0)
+    n = tf.shape(a)[0]
+    logits = tf.matmul(z, z, transpose_b=True) / temperature
+    logits = logits - 1e9 * tf.eye(2 * n)  # a view is never its own positive
+    targets = tf.concat([tf.range(n, 2 * n), tf.range(0, n)], axis=0)
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))

@@ -252,8 +252,11 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
         images_per_second=tracker.steps_per_second() * batch_size)
 
 
-def load_run(run_dir) -> LoadedRun:
-    """Rebuild a run's GAN in float32 and restore its latest checkpoint (no optimizers)."""
+def load_run(run_dir, readout: str | None = None) -> LoadedRun:
+    """Rebuild a run's GAN in float32 and restore its latest checkpoint (no optimizers).
+
+    `readout` picks another encoder readout of the same trained networks (it adds no
+    weights, so any readout restores from any run)."""
     import tensorflow as tf
 
     from .models import build_gan
@@ -266,6 +269,8 @@ def load_run(run_dir) -> LoadedRun:
     if latest is None:
         raise DataError(f"{run_dir / CHECKPOINT_DIR}: no checkpoint (has the run saved one yet?)")
     set_policy("float32")
+    if readout is not None:
+        cfg["model"] = dict(cfg["model"], readout=readout)
     gan = build_gan(cfg["model"])
     _build_networks(gan)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -470,7 +475,7 @@ def _vector_metrics(gan):
 
 
 def _non_finite_weights(gan) -> str | None:
-    for net in (gan.generator, gan.discriminator):
+    for net in (gan.generator, gan.discriminator, *gan.extra_networks().values()):
         for v in net.variables:
             if not np.all(np.isfinite(np.asarray(v))):
                 return v.path if hasattr(v, "path") else v.name
@@ -487,6 +492,8 @@ def _make_checkpoint(gan, step_var, optimizers):
         # State outside the two networks: the noise seed generator, BEGAN's k_t.
         "extra_state": dict(gan.extra_state()),
     }
+    if gan.extra_networks():  # BiGAN's encoder, a contrastive head (absent: old checkpoints)
+        objects["networks"] = dict(gan.extra_networks())
     if optimizers is not None:
         objects["g_optimizer"], objects["d_optimizer"] = optimizers
     return tf.train.Checkpoint(**objects)
@@ -502,9 +509,12 @@ def _build_networks(gan):
     size = int(gan.image_size)
     z = np.zeros((1, int(gan.latent_dim)), np.float32)
     images = gan.generator(z, training=False)
-    gan.discriminator(images, training=False)
+    gan.warm_up(images, z)
     if getattr(gan, "encoder", None) is not None:
         gan.encoder(np.zeros((1, size, size, 3), np.float32), training=False)
+    if getattr(gan, "trunk", None) is not None and getattr(gan, "ssl_head", None) is not None:
+        _, pooled = gan.trunk(images, training=False)
+        gan.ssl_head(pooled, training=False)
 
 
 def with_train_defaults(cfg: Mapping[str, Any]) -> dict:

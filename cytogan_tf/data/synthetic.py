@@ -33,6 +33,7 @@ from scipy import ndimage
 from ..errors import DataError
 from ..io_utils import atomic_directory
 from .bbbc021 import CONTROL_MOA, IMAGE_COLUMNS, IMAGE_CSV, MOA_CSV, MOA_COLUMNS, NEGATIVE_CONTROL
+from .synth_texture import TARGET_MEAN, TEXTURE_KEYS, TEXTURE_PHENOTYPES, match_mean, match_regions
 
 # ------------------------------------------------------------------- MOAs and compounds
 
@@ -93,6 +94,17 @@ PHENOTYPES: dict[str, dict[str, float]] = {
 
 # Parameters that a week's cells bend in their own way when they respond to a drug.
 BATCH_RESPONSE_KEYS = ("cell_r", "nuc_r", "elong", "actin", "tubulin", "fibres", "filaments", "chromatin")
+QUIRK_KEYS = ("cell_r", "nuc_r", "elong", "dna", "actin", "tubulin", "chromatin")
+
+# `SynthSettings.phenotypes`: which MOA phenotype table the plates are drawn from.
+# "demo" moves size, brightness and texture; "texture" only texture and shape
+# (cytogan_tf.data.synth_texture), so size and intensity features are at chance.
+PHENOTYPE_SETS = {
+    "demo": {"phenotypes": PHENOTYPES, "batch_keys": BATCH_RESPONSE_KEYS, "quirk_keys": QUIRK_KEYS,
+             "matched": False},
+    "texture": {"phenotypes": TEXTURE_PHENOTYPES, "batch_keys": TEXTURE_KEYS,
+                "quirk_keys": TEXTURE_KEYS, "matched": True},
+}
 
 # Photon-count scale per channel (DNA, Actin, Tubulin) and camera settings.
 CHANNEL_SCALE = np.array([9000.0, 3200.0, 4200.0], dtype=np.float32)
@@ -115,6 +127,7 @@ class SynthSettings:
     concentrations_per_compound: int = 2
     dmso_wells_per_plate: int = 4
     control_wells_per_plate: int = 2
+    phenotypes: str = "demo"  # a PHENOTYPE_SETS key
     seed: int = 0
 
     def validate(self) -> "SynthSettings":
@@ -130,6 +143,7 @@ class SynthSettings:
             "concentrations_per_compound": 2 <= self.concentrations_per_compound <= 4,
             "dmso_wells_per_plate": self.dmso_wells_per_plate >= 1,
             "control_wells_per_plate": self.control_wells_per_plate >= 0,
+            "phenotypes": self.phenotypes in PHENOTYPE_SETS,
             "seed": 0 <= self.seed < 2**63,
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -201,8 +215,7 @@ def design_experiment(s: SynthSettings) -> tuple[list[str], list[int], list[Trea
             # Like BBBC021's MOA-annotated treatments, even the lowest dose shows a visible
             # phenotype (about half strength); higher doses approach the compound's maximum.
             ec50 = doses[0] * rng.uniform(0.5, 1.2)
-            quirk_keys = rng.choice(["cell_r", "nuc_r", "elong", "dna", "actin", "tubulin", "chromatin"],
-                                    size=2, replace=False)
+            quirk_keys = rng.choice(list(PHENOTYPE_SETS[s.phenotypes]["quirk_keys"]), size=2, replace=False)
             quirk = tuple((str(k), float(rng.uniform(0.85, 1.18))) for k in quirk_keys)
             for dose in doses:
                 strength = efficacy * dose / (dose + ec50)  # Hill curve, coefficient 1
@@ -251,14 +264,15 @@ def _well_positions(n: int) -> list[str]:
 # ------------------------------------------------------------------- drawing cells
 
 
-def _cell_params(rng, t: Treatment | None, n: int, batch_response: dict | None = None) -> list[dict]:
+def _cell_params(rng, t: Treatment | None, n: int, batch_response: dict | None = None,
+                 phenotypes: dict | None = None) -> list[dict]:
     """Per-cell phenotype parameters: DMSO values pulled towards the MOA by a per-cell dose.
 
     `batch_response` holds the week's treatment-by-batch interaction: cells of one week
     respond with a shared twist (multipliers raised to the cell's response), which DMSO
     normalisation cannot remove. It is what makes NSCB harder than NSC in real screens.
     """
-    target = PHENOTYPES.get(t.moa, {}) if t else {}
+    target = (PHENOTYPES if phenotypes is None else phenotypes).get(t.moa, {}) if t else {}
     quirk = dict(t.quirk) if t else {}
     batch_response = batch_response or {}
     strength = t.strength * batch_response.get("sensitivity", 1.0) if t else 0.0
@@ -314,8 +328,13 @@ def _bump(x: np.ndarray) -> np.ndarray:
     return q * q
 
 
-def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float) -> tuple[int, float, float, float]:
-    """Add one cell to the 3xHxW canvas; return (nuclei, nucleus centre y, x, cell radius)."""
+def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float,
+                 matched: bool = False) -> tuple[int, float, float, float]:
+    """Add one cell to the 3xHxW canvas; return (nuclei, nucleus centre y, x, cell radius).
+
+    `matched` (texture phenotypes): several nuclei overlap as lobes of about one
+    nucleus' area, and each channel's mean over the nucleus and over the rest of the
+    cell is set by the cell's brightness factors alone."""
     H, W = canvas.shape[1:]
     mitotic = p["mitotic_now"]
     r = R * p["cell_r"] * (0.8 if mitotic else 1.0)
@@ -353,9 +372,11 @@ def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float) -
             ny, nx = rng.normal(0, 0.08 * r, size=2)
         else:
             ang = 2 * math.pi * j / n_nuc + rng.uniform(0, 1)
-            ny, nx = 0.38 * r * math.sin(ang), 0.38 * r * math.cos(ang)
+            spread = 0.22 if matched else 0.38  # matched: overlapping lobes, one nucleus' area
+            ny, nx = spread * r * math.sin(ang), spread * r * math.cos(ang)
         centres.append((ny, nx))
-        nr = r * p["nuc_r"] * (0.62 if mitotic else 1.0) * (0.8 if n_nuc > 1 else 1.0)
+        share = 1.0 if n_nuc == 1 else (0.75 if matched else 0.8)
+        nr = r * p["nuc_r"] * (0.62 if mitotic else 1.0) * share
         ne = 1.6 if (mitotic and not monopolar) else p["nuc_elong"]
         nt = rng.uniform(0, math.pi)
         cn, sn = math.cos(nt), math.sin(nt)
@@ -409,7 +430,12 @@ def _render_cell(canvas, fields, rng, p: dict, cy: float, cx: float, R: float) -
     tub = tub * (0.7 + 0.3 * np.exp(-rho)) * (1 - 0.55 * nuc_mask) * cell * p["tubulin"]
     tub = tub * (1 + 0.2 * tex_b)
 
-    canvas[0, y0:y1, x0:x1] += dna * np.maximum(cell, nuc_mask)
+    dna = dna * np.maximum(cell, nuc_mask)
+    if matched:
+        dna = match_mean(dna, nuc_mask, TARGET_MEAN["dna"] * p["dna"])
+        actin = match_regions(actin, nuc_mask, cell, TARGET_MEAN["actin"] * p["actin"])
+        tub = match_regions(tub, nuc_mask, cell, TARGET_MEAN["tubulin"] * p["tubulin"])
+    canvas[0, y0:y1, x0:x1] += dna
     canvas[1, y0:y1, x0:x1] += actin
     canvas[2, y0:y1, x0:x1] += tub
     ny, nx = np.mean(centres, axis=0)
@@ -420,10 +446,11 @@ def render_image(rng, s: SynthSettings, t: Treatment | None, plate_fx: dict) -> 
     """One field of view: 3xHxW uint16 (DNA, Actin, Tubulin) and its cells' ground truth."""
     H, W = s.image_size
     strength = t.strength if t else 0.0
-    tox = BASE["toxicity"] + strength * (PHENOTYPES.get(t.moa, {}).get("toxicity", 0.0) if t else 0.0)
+    pset = PHENOTYPE_SETS[s.phenotypes]
+    tox = BASE["toxicity"] + strength * (pset["phenotypes"].get(t.moa, {}).get("toxicity", 0.0) if t else 0.0)
     n = max(1, rng.poisson(s.cells_per_image * (1 - tox)))
-    response = batch_response(plate_fx["seed"], plate_fx["week"], t.moa) if t else None
-    params = _cell_params(rng, t, n, response)
+    response = batch_response(plate_fx["seed"], plate_fx["week"], t.moa, s.phenotypes) if t else None
+    params = _cell_params(rng, t, n, response, pset["phenotypes"])
     radii = np.array([s.cell_radius * p["cell_r"] * math.sqrt(p["elong"]) for p in params])
     centres = _place_cells(rng, radii, (H, W))
     # Two smooth noise fields shared by the cells of this image: chromatin and fibre texture.
@@ -432,7 +459,8 @@ def render_image(rng, s: SynthSettings, t: Treatment | None, plate_fx: dict) -> 
     canvas = np.zeros((3, H, W), dtype=np.float32)
     truth = []
     for p, (cy, cx) in zip(params, centres):
-        n_nuc, ny, nx, radius = _render_cell(canvas, fields, rng, p, cy, cx, s.cell_radius)
+        n_nuc, ny, nx, radius = _render_cell(canvas, fields, rng, p, cy, cx, s.cell_radius,
+                                             matched=pset["matched"])
         truth.append({
             # Nucleus centre (mean of a multinucleate cell's nuclei), x = column.
             "Location_Center_X": round(float(np.clip(nx, 0, W - 0.01)), 2),
@@ -466,7 +494,7 @@ def _plate_effects(rng, shape: tuple[int, int], week: int, seed: int) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def batch_response(seed: int, week: int, moa: str) -> dict:
+def batch_response(seed: int, week: int, moa: str, phenotypes: str = "demo") -> dict:
     """How one week's cells bend one MOA's phenotype (treatment-by-batch interaction).
 
     Same-week compounds of an MOA share it, so they look more alike than the same MOA
@@ -475,7 +503,7 @@ def batch_response(seed: int, week: int, moa: str) -> dict:
     """
     moa_index = list(MOA_COMPOUNDS).index(moa) if moa in MOA_COMPOUNDS else len(MOA_COMPOUNDS)
     rng = np.random.default_rng([seed, 505, week, moa_index])
-    response = {key: float(np.exp(rng.normal(0, 0.18))) for key in BATCH_RESPONSE_KEYS}
+    response = {key: float(np.exp(rng.normal(0, 0.18))) for key in PHENOTYPE_SETS[phenotypes]["batch_keys"]}
     response["sensitivity"] = float(rng.uniform(0.8, 1.15))
     return response
 

@@ -1,4 +1,4 @@
-"""GAN architectures of the CytoGAN study: DCGAN, LSGAN, WGAN-GP, BEGAN.
+"""GAN architectures: the CytoGAN study's DCGAN, LSGAN, WGAN-GP, BEGAN, and BiGAN.
 
 `build_gan(cfg["model"])` builds one under the current Keras dtype policy (call
 `cytogan_tf.precision.set_policy` first, and enter `strategy.scope()` for tf.distribute);
@@ -12,14 +12,18 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 
-ARCHS = ("dcgan", "lsgan", "wgan", "began")
+ARCHS = ("dcgan", "lsgan", "wgan", "began", "bigan")
 
-_COMMON_KEYS = {"arch", "image_size", "latent_dim", "encoder_dim", "widths", "update"}
+_COMMON_KEYS = {"arch", "image_size", "latent_dim", "encoder_dim", "widths", "update", "readout",
+                "augment"}
+# Contrastive self-supervision of D (models/ssl_head.py): archs whose D has a trunk.
+_SSL_KEYS = {"ssl", "ssl_weight", "ssl_temperature"}
 _ARCH_KEYS = {
-    "dcgan": set(),
-    "lsgan": set(),
-    "wgan": {"n_critic", "gp_weight", "critic_norm"},
+    "dcgan": _SSL_KEYS,
+    "lsgan": _SSL_KEYS,
+    "wgan": {"n_critic", "gp_weight", "critic_norm"} | _SSL_KEYS,
     "began": {"gamma", "lambda_k", "k_init"},
+    "bigan": set(),
 }
 DEFAULT_WIDTHS = [256, 128, 64, 32]
 
@@ -54,6 +58,7 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
         len(widths) == 4 and all(isinstance(w, int) and w > 0 for w in widths),
         f"model.widths: {widths!r} must be 4 positive integers (deepest stage first)",
     )
+    _check_representation(cfg, arch)
     update = cfg.get("update", "simultaneous")
     _check(update in ("simultaneous", "alternating"),
            f"model.update: {update!r} must be 'simultaneous' or 'alternating'")
@@ -73,10 +78,29 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
 
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
-    extra = {k: cfg[k] for k in _ARCH_KEYS[arch] if k in cfg}
+    extra = {k: cfg[k] for k in _ARCH_KEYS[arch] | {"readout", "augment"} if k in cfg}
     common = dict(latent_dim=latent_dim, image_size=image_size, widths=widths,
                   encoder_dim=encoder_dim, seed=int(seed or 0), update=update, arch=arch)
     return _model_class(arch).from_config_values(**common, **extra)
+
+
+def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
+    """Encoder readout, D augmentation and self-supervision options (see the README)."""
+    from .augment import AUGMENTS
+    from .networks import READOUTS
+
+    readout = cfg.get("readout", "hidden")
+    _check(readout in READOUTS, f"model.readout: {readout!r} must be one of {', '.join(READOUTS)}")
+    augment = cfg.get("augment", "none")
+    _check(augment in AUGMENTS, f"model.augment: {augment!r} must be one of {', '.join(AUGMENTS)}")
+    ssl = cfg.get("ssl", "none")
+    _check(ssl in ("none", "contrastive"), f"model.ssl: {ssl!r} must be 'none' or 'contrastive'")
+    weight = cfg.get("ssl_weight", 1.0)
+    _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0,
+           f"model.ssl_weight: {weight!r} must be a non-negative number")
+    temp = cfg.get("ssl_temperature", 0.2)
+    _check(isinstance(temp, (int, float)) and not isinstance(temp, bool) and temp > 0,
+           f"model.ssl_temperature: {temp!r} must be a positive number")
 
 
 def _model_class(arch: str):
@@ -89,6 +113,9 @@ def _model_class(arch: str):
     if arch == "wgan":
         from .wgan import WGANGP
         return WGANGP
+    if arch == "bigan":
+        from .bigan import BiGAN
+        return BiGAN
     from .began import BEGAN
     return BEGAN
 
@@ -112,7 +139,7 @@ def __getattr__(name):  # lazy access to the classes without importing TensorFlo
     if name == "BaseGAN":
         from .base import BaseGAN
         return BaseGAN
-    classes = {"DCGAN": "dcgan", "LSGAN": "lsgan", "WGANGP": "wgan", "BEGAN": "began"}
+    classes = {"DCGAN": "dcgan", "LSGAN": "lsgan", "WGANGP": "wgan", "BEGAN": "began", "BiGAN": "bigan"}
     if name in classes:
         return _model_class(classes[name])
     raise AttributeError(name)

@@ -40,6 +40,11 @@ class BaseGAN(keras.Model):
         seed: int = 0,
         update: str = "simultaneous",
         name: str | None = None,
+        trunk: keras.Model | None = None,
+        augment: str = "none",
+        ssl: str = "none",
+        ssl_weight: float = 1.0,
+        ssl_temperature: float = 0.2,
     ):
         super().__init__(name=name or arch)
         self.generator = generator
@@ -54,7 +59,22 @@ class BaseGAN(keras.Model):
         # "alternating": G's update sees the freshly updated D (the textbook order).
         self.update = update
         self.seed_generator = keras.random.SeedGenerator(seed, name="gan_seed_generator")
-        self.trackers = {n: keras.metrics.Mean(name=n) for n in self.metric_names}
+        # Representation options (see models/augment.py, models/ssl_head.py): `trunk` maps
+        # images to [logits, pooled features] in one pass of D; `ssl_head` projects those
+        # features for the contrastive loss and trains with the discriminator.
+        self.trunk = trunk
+        self.augment = augment
+        self.ssl = ssl
+        self.ssl_weight = float(ssl_weight)
+        self.ssl_temperature = float(ssl_temperature)
+        self.ssl_head = None
+        if ssl == "contrastive":
+            from .ssl_head import build_projection_head
+            if trunk is None:
+                raise ValueError(f"{arch}: the contrastive head needs a discriminator trunk")
+            self.ssl_head = build_projection_head(int(trunk.outputs[1].shape[-1]))
+        names = self.metric_names + (("ssl_loss",) if self.ssl_head is not None else ())
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.g_optimizer = None
         self.d_optimizer = None
         self.built = True  # the sub-models are functional and already built
@@ -76,13 +96,31 @@ class BaseGAN(keras.Model):
             d_optimizer = _loss_scaled(d_optimizer)
         # Create the optimizer slots now, eagerly (inside the caller's strategy scope):
         # created lazily inside fit()'s tf.function they break under MirroredStrategy.
-        g_optimizer.build(self.generator.trainable_variables)
-        d_optimizer.build(self.discriminator.trainable_variables)
+        g_optimizer.build(self.g_variables)
+        d_optimizer.build(self.d_variables)
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
 
     def call(self, z, training=False):
         return self.generator(z, training=training)
+
+    # -- what each optimizer trains, what a checkpoint holds ---------------------------
+    @property
+    def g_variables(self):
+        return list(self.generator.trainable_variables)
+
+    @property
+    def d_variables(self):
+        extra = self.ssl_head.trainable_variables if self.ssl_head is not None else []
+        return list(self.discriminator.trainable_variables) + list(extra)
+
+    def extra_networks(self) -> dict:
+        """Trained networks outside generator and discriminator (checkpointed too)."""
+        return {"ssl_head": self.ssl_head} if self.ssl_head is not None else {}
+
+    def warm_up(self, images, z):
+        """One forward pass of every network, so all variables exist before a restore."""
+        self.discriminator(images, training=False)
 
     # -- sampling --------------------------------------------------------------------
     def sample_z(self, n: int, seed: int | None = None):
@@ -133,19 +171,19 @@ class BaseGAN(keras.Model):
                 d_loss, g_loss, extras = losses_of(real, fake)
                 d_scaled = self._scaled(self.d_optimizer, d_loss)
                 g_scaled = self._scaled(self.g_optimizer, g_loss)
-            self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
-            self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
+            self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
+            self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
             return d_loss, g_loss, extras
         with tf.GradientTape() as d_tape:
             fake = self.generator(z, training=True)
             d_loss, _, extras = losses_of(real, tf.stop_gradient(fake))
             d_scaled = self._scaled(self.d_optimizer, d_loss)
-        self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
+        self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
         with tf.GradientTape() as g_tape:
             fake = self.generator(z, training=True)
             g_loss = g_loss_of(fake)
             g_scaled = self._scaled(self.g_optimizer, g_loss)
-        self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
+        self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
         return d_loss, g_loss, extras
 
     @staticmethod
@@ -157,10 +195,44 @@ class BaseGAN(keras.Model):
         return loss
 
     @staticmethod
-    def _apply(optimizer, tape, scaled_loss, model):
-        variables = model.trainable_variables
+    def _apply(optimizer, tape, scaled_loss, variables):
+        """`variables`: a list, or a model whose trainable variables to update."""
+        if isinstance(variables, keras.Model):
+            variables = variables.trainable_variables
         grads = tape.gradient(scaled_loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
+
+    # -- augmentation and self-supervision of the discriminator --------------------------
+    def _augmented(self, images):
+        if self.augment == "none":
+            return images
+        from .augment import diff_augment
+        return diff_augment(images, self._stateless_seed())
+
+    def _stateless_seed(self):
+        seed = self.seed_generator.next()
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            seed = seed + tf.stack([tf.cast(ctx.replica_id_in_sync_group, seed.dtype) * 7919, 0])
+        return seed
+
+    def _discriminate(self, real, fake):
+        """D's outputs on (augmented) real and fake batches in one pass, plus the
+        self-supervised loss: (real_out, fake_out, ssl_loss or None). With a contrastive
+        head a second augmented view of the real batch joins the pass."""
+        real_a, fake_a = self._augmented(real), self._augmented(fake)
+        if self.ssl_head is None:
+            out = self.discriminator(tf.concat([real_a, fake_a], axis=0), training=True)
+            real_out, fake_out = tf.split(out, 2, axis=0)
+            return real_out, fake_out, None
+        from .. import losses
+        real_b = self._augmented(real)
+        logits, pooled = self.trunk(tf.concat([real_a, fake_a, real_b], axis=0), training=True)
+        real_out, fake_out, _ = tf.split(logits, 3, axis=0)
+        feats_a, _, feats_b = tf.split(pooled, 3, axis=0)
+        proj = self.ssl_head(tf.concat([feats_a, feats_b], axis=0), training=True)
+        proj_a, proj_b = tf.split(proj, 2, axis=0)
+        return real_out, fake_out, losses.contrastive_loss(proj_a, proj_b, self.ssl_temperature)
 
     def extra_state(self) -> dict:
         """State outside the networks' weights that a checkpoint must also hold

@@ -22,24 +22,30 @@ class DCGAN(BaseGAN):
     g_loss_fn = staticmethod(losses.dcgan_generator_loss)
 
     @classmethod
-    def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch):
+    def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch,
+                           readout="hidden", **representation):
+        """`representation`: augment, ssl, ssl_weight, ssl_temperature where configured."""
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
-        disc, enc = build_discriminator_with_encoder(image_size, widths, encoder_dim, norm="none")
+        disc, enc, trunk = build_discriminator_with_encoder(image_size, widths, encoder_dim,
+                                                            norm="none", readout=readout)
         return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
-                   encoder_dim=encoder_dim, seed=seed, update=update)
-
-    def _d_logits(self, real, fake):
-        logits = self.discriminator(tf.concat([real, fake], axis=0), training=True)
-        return tf.split(logits, 2, axis=0)
+                   encoder_dim=encoder_dim, seed=seed, update=update, trunk=trunk,
+                   **representation)
 
     def _train_step(self, real):
         def losses_of(real, fake):
-            real_logits, fake_logits = self._d_logits(real, fake)
-            return self.d_loss_fn(real_logits, fake_logits), self.g_loss_fn(fake_logits), None
+            real_logits, fake_logits, ssl_loss = self._discriminate(real, fake)
+            d_loss = self.d_loss_fn(real_logits, fake_logits)
+            if ssl_loss is not None:
+                d_loss = d_loss + self.ssl_weight * ssl_loss
+            return d_loss, self.g_loss_fn(fake_logits), ssl_loss
 
         def g_loss_of(fake):
-            return self.g_loss_fn(self.discriminator(fake, training=True))
+            return self.g_loss_fn(self.discriminator(self._augmented(fake), training=True))
 
         z = self._noise(tf.shape(real)[0])
-        d_loss, g_loss, _ = self._adversarial_update(real, z, losses_of, g_loss_of)
-        return {"d_loss": d_loss, "g_loss": g_loss}
+        d_loss, g_loss, ssl_loss = self._adversarial_update(real, z, losses_of, g_loss_of)
+        out = {"d_loss": d_loss, "g_loss": g_loss}
+        if ssl_loss is not None:
+            out["ssl_loss"] = ssl_loss
+        return out

@@ -115,10 +115,11 @@ def upsampling_decoder(z, image_size, widths, *, norm, act, prefix, out_activati
     return layers.Activation(out_activation, dtype="float32", name=f"{prefix}_out")(x)
 
 
-def downsampling_features(images, widths, *, norm, act, prefix):
-    """Four stride-2 conv stages (shallow -> deep widths), flattened. No norm on the
-    first stage (the usual DCGAN choice: normalising raw pixels hurts)."""
-    x = images
+def downsampling_stages(images, widths, *, norm, act, prefix):
+    """Four stride-2 conv stages (shallow -> deep widths); returns every stage's
+    activations, shallow first. No norm on the first stage (the usual DCGAN choice:
+    normalising raw pixels hurts)."""
+    x, stages = images, []
     for i, w in enumerate(reversed(widths)):
         n = _norm(norm, f"{prefix}_norm{i}") if i > 0 else None
         x = layers.Conv2D(
@@ -127,7 +128,14 @@ def downsampling_features(images, widths, *, norm, act, prefix):
         if n is not None:
             x = n(x)
         x = _act(act, f"{prefix}_act{i}")(x)
-    return layers.Flatten(name=f"{prefix}_flatten")(x)
+        stages.append(x)
+    return stages
+
+
+def downsampling_features(images, widths, *, norm, act, prefix):
+    """The deepest stage of `downsampling_stages`, flattened."""
+    stages = downsampling_stages(images, widths, norm=norm, act=act, prefix=prefix)
+    return layers.Flatten(name=f"{prefix}_flatten")(stages[-1])
 
 
 def build_generator(latent_dim, image_size, widths, *, norm="batch", act="relu", name="generator"):
@@ -139,28 +147,66 @@ def build_generator(latent_dim, image_size, widths, *, norm="batch", act="relu",
     return keras.Model(z, out, name=name)
 
 
-def build_discriminator_with_encoder(image_size, widths, encoder_dim, *, norm="batch"):
+def build_discriminator_with_encoder(image_size, widths, encoder_dim, *, norm="batch",
+                                     readout="hidden"):
     """Discriminator whose output is Dense(1) on a linear `encoder_dim` hidden layer.
 
-    The hidden layer (the seed paper's cell encoder) is trained as part of the
-    discriminator; the returned encoder model shares its layers. Returns (D, encoder).
+    Returns (D, encoder, trunk). The encoder shares D's layers and reads it out as
+    `readout` names (see `multiscale_pool`); `trunk` maps images to [logits, pooled
+    multiscale features] in one pass, for heads that train on D's features.
     """
     images = keras.Input((image_size, image_size, 3), name="images")
-    feats = downsampling_features(images, widths, norm=norm, act="lrelu", prefix="d")
+    stages = downsampling_stages(images, widths, norm=norm, act="lrelu", prefix="d")
+    feats = layers.Flatten(name="d_flatten")(stages[-1])
     hidden = layers.Dense(encoder_dim, dtype="float32", name="encoder_hidden")(feats)
     logits = layers.Dense(1, dtype="float32", name="d_logits")(hidden)
+    pooled = multiscale_pool(stages, prefix="d")
     disc = keras.Model(images, logits, name="discriminator")
-    encoder = keras.Model(images, hidden, name="encoder")
-    return disc, encoder
+    trunk = keras.Model(images, [logits, pooled], name="discriminator_trunk")
+    encoder = _readout_model(images, hidden, pooled, readout)
+    return disc, encoder, trunk
 
 
-def build_autoencoder(image_size, widths, encoder_dim):
+READOUTS = ("hidden", "multiscale")
+
+
+def _readout_model(images, hidden, pooled, readout):
+    if readout == "hidden":
+        return keras.Model(images, hidden, name="encoder")
+    if readout == "multiscale":
+        return keras.Model(images, pooled, name="encoder")
+    raise ValueError(f"unknown encoder readout {readout!r}; valid: {', '.join(READOUTS)}")
+
+
+def multiscale_pool(stages, *, prefix):
+    """Global average and global max of every stage's channels, concatenated (float32).
+
+    Why: the paper's readout (a dense layer on the flattened deepest map) is tied to
+    where things sit in the crop and sees only the coarsest scale; pooling each stage
+    gives translation-invariant statistics from fine texture (stage 1, 4x4 receptive
+    field) to whole-cell shape (stage 4), the way the DCGAN paper read out its
+    discriminator. Width: 2 * sum(widths).
+    """
+    parts = []
+    for i, x in enumerate(stages):
+        parts.append(layers.GlobalAveragePooling2D(dtype="float32", name=f"{prefix}_avgpool{i}")(x))
+        parts.append(layers.GlobalMaxPooling2D(dtype="float32", name=f"{prefix}_maxpool{i}")(x))
+    return layers.Concatenate(dtype="float32", name=f"{prefix}_multiscale")(parts)
+
+
+def multiscale_dim(widths) -> int:
+    return 2 * sum(int(w) for w in widths)
+
+
+def build_autoencoder(image_size, widths, encoder_dim, *, readout="hidden"):
     """BEGAN discriminator: conv encoder -> linear bottleneck -> decoder. Returns
-    (autoencoder, encoder) with the encoder ending at the float32 bottleneck."""
+    (autoencoder, encoder); the "hidden" readout is the float32 bottleneck."""
     images = keras.Input((image_size, image_size, 3), name="images")
-    feats = downsampling_features(images, widths, norm="none", act="elu", prefix="d_enc")
+    stages = downsampling_stages(images, widths, norm="none", act="elu", prefix="d_enc")
+    feats = layers.Flatten(name="d_enc_flatten")(stages[-1])
     code = layers.Dense(encoder_dim, dtype="float32", name="encoder_hidden")(feats)
     recon = upsampling_decoder(
         code, image_size, widths, norm="none", act="elu", prefix="d_dec", out_activation="linear"
     )
-    return keras.Model(images, recon, name="discriminator"), keras.Model(images, code, name="encoder")
+    encoder = _readout_model(images, code, multiscale_pool(stages, prefix="d_enc"), readout)
+    return keras.Model(images, recon, name="discriminator"), encoder

@@ -26,22 +26,26 @@ class WGANGP(BaseGAN):
 
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update,
-                           arch, critic_norm="layer", **critic_schedule):
-        """`critic_schedule`: n_critic, gp_weight where the config sets them."""
+                           arch, critic_norm="layer", readout="hidden", **options):
+        """`options`: n_critic, gp_weight and the representation options (augment, ssl,
+        ssl_weight, ssl_temperature) where the config sets them."""
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
-        disc, enc = build_discriminator_with_encoder(image_size, widths, encoder_dim, norm=critic_norm)
+        disc, enc, trunk = build_discriminator_with_encoder(image_size, widths, encoder_dim,
+                                                            norm=critic_norm, readout=readout)
         return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
-                   encoder_dim=encoder_dim, seed=seed, update=update,
-                   **critic_schedule)
+                   encoder_dim=encoder_dim, seed=seed, update=update, trunk=trunk, **options)
 
     def _critic_losses(self, real, fake):
-        scores = self.discriminator(tf.concat([real, fake], axis=0), training=True)
-        real_scores, fake_scores = tf.split(scores, 2, axis=0)
+        real_scores, fake_scores, ssl_loss = self._discriminate(real, fake)
         alpha = self._noise(tf.shape(real)[0], [1, 1, 1], kind="uniform")
+        # The penalty holds D 1-Lipschitz on the (unaugmented) image space.
         gp = losses.gradient_penalty(self.discriminator, real, tf.stop_gradient(fake), alpha,
                                      inner_scale=self._penalty_scale())
         wd = losses.wasserstein_discriminator_loss(real_scores, fake_scores)
-        return wd + self.gp_weight * gp, gp, -wd, fake_scores
+        d_loss = wd + self.gp_weight * gp
+        if ssl_loss is not None:
+            d_loss = d_loss + self.ssl_weight * ssl_loss
+        return d_loss, gp, -wd, fake_scores, ssl_loss
 
     def _penalty_scale(self):
         """Static scale for the penalty's float16 input gradient, or None outside fp16.
@@ -66,16 +70,20 @@ class WGANGP(BaseGAN):
             z = self._noise(batch)
             with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
                 fake = self.generator(z, training=True)
-                d_loss, gp, w_dist, fake_scores = self._critic_losses(real, fake)
+                d_loss, gp, w_dist, fake_scores, ssl_loss = self._critic_losses(real, fake)
                 d_scaled = self._scaled(self.d_optimizer, d_loss)
                 if last and simultaneous:
                     g_loss = losses.wasserstein_generator_loss(fake_scores)
                     g_scaled = self._scaled(self.g_optimizer, g_loss)
-            self._apply(self.d_optimizer, d_tape, d_scaled, self.discriminator)
+            self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
         if not simultaneous:
             with tf.GradientTape() as g_tape:
                 fake = self.generator(z, training=True)
-                g_loss = losses.wasserstein_generator_loss(self.discriminator(fake, training=True))
+                scores = self.discriminator(self._augmented(fake), training=True)
+                g_loss = losses.wasserstein_generator_loss(scores)
                 g_scaled = self._scaled(self.g_optimizer, g_loss)
-        self._apply(self.g_optimizer, g_tape, g_scaled, self.generator)
-        return {"d_loss": d_loss, "g_loss": g_loss, "gp": gp, "w_distance": w_dist}
+        self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
+        out = {"d_loss": d_loss, "g_loss": g_loss, "gp": gp, "w_distance": w_dist}
+        if ssl_loss is not None:
+            out["ssl_loss"] = ssl_loss
+        return out

@@ -1,0 +1,289 @@
+"""Do the GAN encoders learn anything for profiling? Trained vs untrained vs hand-made.
+
+For each plate preset (demo: MOAs differ in size, brightness and texture; texture: only in
+texture and shape) and each model variant, over several training seeds, it reports NSC /
+NSCB 1-NN MOA accuracy and mAP (global TVN, the demo's normalisation) of:
+
+- the trained encoder, for every readout of the same trained networks (hidden, multiscale);
+- the same network untrained (same seed): what the architecture alone gives;
+- hand-made features, and their size + mean-intensity subset (which must be near chance
+  on the texture preset, or the preset does not do what it says);
+- hand-made (+) encoder: both blocks concatenated, each feature z-scored and each block
+  weighted by 1/sqrt(its width), so neither dominates by size;
+- NSC over training steps (checkpoints), to show whether a model is learning at all.
+
+    python benchmarks/encoders.py --workdir /tmp/enc --presets demo,texture \
+        --variants lsgan,lsgan-ssl --seeds 0,1,2
+
+Everything a stage writes is reused by a rerun (plates, shards, hand-made tables, runs),
+so an interrupted benchmark continues. Results: <workdir>/encoders.json and tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Variants: overrides of configs/<arch>.toml's [model] on top of the demo's widths.
+VARIANTS = {
+    "lsgan": {"arch": "lsgan"},
+    "lsgan-aug": {"arch": "lsgan", "augment": "diff"},
+    "lsgan-ssl": {"arch": "lsgan", "augment": "diff", "ssl": "contrastive"},
+    "dcgan-ssl": {"arch": "dcgan", "augment": "diff", "ssl": "contrastive"},
+    "wgan-ssl": {"arch": "wgan", "augment": "diff", "ssl": "contrastive"},
+    "bigan": {"arch": "bigan"},
+    "bigan-aug": {"arch": "bigan", "augment": "diff"},
+    "began": {"arch": "began"},
+}
+READOUTS = ("hidden", "multiscale")
+SIZE_INTENSITY = [f"{o}_AreaShape_Area" for o in ("Nuclei", "Cells")] + [
+    f"{o}_Intensity_MeanIntensity_{c}" for o in ("Nuclei", "Cells") for c in ("DNA", "Actin", "Tubulin")]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", default="/tmp/cytogan-encoders")
+    p.add_argument("--presets", default="demo,texture")
+    p.add_argument("--variants", default="lsgan,lsgan-ssl", help=f"from {', '.join(VARIANTS)}")
+    p.add_argument("--seeds", default="0,1,2", help="training seeds (plates use --data-seed)")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="default: the demo's (2400)")
+    p.add_argument("--curve-every", type=int, default=600, help="steps between NSC-curve points")
+    p.add_argument("--normalize", default="tvn", choices=("none", "dmso", "tvn"))
+    p.add_argument("--workers", type=int, default=2)
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def make_shards(work: Path, preset: str, crop: int, seed: int, workers: int) -> Path:
+    from cytogan_tf.data.prepare import PrepareOptions, prepare
+    from cytogan_tf.data.synthetic import load_preset, simulate_plates
+
+    plates, shards = work / preset / "plates", work / preset / "shards"
+    if not (plates / "BBBC021_v1_image.csv").is_file():
+        simulate_plates(plates, dataclasses.replace(load_preset(preset), seed=seed), progress=False)
+    if not (shards / "dataset.json").is_file():
+        prepare(plates, shards, options=PrepareOptions(crop_size=crop, workers=workers, seed=seed,
+                                                       progress=False))
+    return shards
+
+
+def handmade_cells(work: Path, preset: str, shards: Path, workers: int):
+    import pandas as pd
+
+    from cytogan_tf.profiling import cell_features
+
+    path = work / preset / "handmade_cells.parquet"
+    if path.is_file():
+        return pd.read_parquet(path)
+    table, _ = cell_features(shards, features="handcrafted", workers=workers, progress=False)
+    table.to_parquet(path)
+    return table
+
+
+class ModelEncoder:
+    """An in-process Keras encoder with the exported encoder's interface ([0, 1] in)."""
+
+    def __init__(self, model, image_size, name):
+        self.model, self.image_size, self.name, self.path = model, int(image_size), name, name
+
+    def __call__(self, images):
+        return np.asarray(self.model(images * 2.0 - 1.0, training=False), np.float32)
+
+
+def embed_cells(shards: Path, model, image_size: int, name: str):
+    from cytogan_tf.profiling import cell_features
+
+    table, stats = cell_features(shards, features="encoder", encoder=ModelEncoder(model, image_size, name),
+                                 progress=False)
+    return table
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _feature_block(table, prefix=None, columns=None):
+    from cytogan_tf.metrics import feature_columns
+
+    cols = columns or [c for c in feature_columns(table) if prefix is None or c.startswith(prefix)]
+    x = table[cols].to_numpy(np.float64)
+    sd = x.std(0)
+    x = (x - x.mean(0)) / np.where(sd > 1e-12, sd, 1.0)
+    return x / np.sqrt(x.shape[1]), cols
+
+
+def combine(handmade, encoded, name):
+    """Hand-made (+) encoder cell table: z-scored features, each block / sqrt(width)."""
+    import pandas as pd
+
+    from cytogan_tf.metrics import feature_columns, metadata_columns
+
+    meta = encoded[metadata_columns(encoded)].reset_index(drop=True)
+    h = handmade.set_index("Metadata_CellId").loc[encoded["Metadata_CellId"]].reset_index()
+    hx, hcols = _feature_block(h)
+    ex, _ = _feature_block(encoded)
+    feats = np.concatenate([hx, ex], axis=1)
+    cols = [f"hand_{c}" for c in hcols] + [f"{name}_{i}" for i in range(ex.shape[1])]
+    return pd.concat([meta, pd.DataFrame(feats, columns=cols)], axis=1)
+
+
+def score(cells, normalize="tvn", columns=None):
+    from cytogan_tf.evaluation import evaluate_table
+    from cytogan_tf.metrics import feature_columns, metadata_columns
+    from cytogan_tf.profiling import build_profiles
+
+    if columns is not None:
+        cells = cells[metadata_columns(cells) + list(columns)]
+    cells = cells.loc[:, ~cells.columns.duplicated()]
+    profiles = build_profiles(cells, normalize=normalize, tvn_scope="global")["treatments_mean"]
+    r = evaluate_table(profiles)
+    return {"nsc": float(r["nsc"].accuracy), "nscb": float(r["nscb"].accuracy), "map": float(r["map"]),
+            "chance": float(r["nsc"].chance_prior)}
+
+
+# --------------------------------------------------------------------------- models
+
+
+def model_config(variant: str, crop: int, steps: int | None):
+    from cytogan_tf.config import load_config
+
+    over = dict(VARIANTS[variant])
+    cfg = load_config(over["arch"])
+    demo = load_config("demo")
+    cfg["model"].update(demo["model"])
+    cfg["model"].update(over, image_size=crop)
+    cfg["train"].update({k: v for k, v in demo["train"].items()})
+    if steps:
+        cfg["train"]["steps"] = steps
+    return cfg
+
+
+def train_variant(work, shards, variant, seed, cfg, curve_every):
+    from cytogan_tf.training import train
+
+    run = work / "runs" / f"{variant}-s{seed}-{shards.parent.name}"
+    steps = int(cfg["train"]["steps"])
+    cfg = json.loads(json.dumps(cfg))
+    cfg["train"].update(checkpoint_every=curve_every, sample_every=steps, max_checkpoints=100)
+    done = run / "run.json"
+    if done.is_file() and json.loads(done.read_text()).get("step", 0) >= steps:
+        return run, json.loads((run / "bench_train.json").read_text())
+    t0 = time.perf_counter()
+    res = train(cfg, shards, run, seed=seed, resume=run.exists(), verbose=0)
+    info = {"train_seconds": time.perf_counter() - t0, "images_per_s": res.images_per_second,
+            "precision": res.precision}
+    (run / "bench_train.json").write_text(json.dumps(info))
+    return run, info
+
+
+def restore(run: Path, readout: str, checkpoint: str | None = None):
+    """The run's GAN (float32) at `checkpoint` (default: latest), read out as `readout`."""
+    import tensorflow as tf
+
+    from cytogan_tf.training import _make_checkpoint, load_run
+
+    loaded = load_run(run, readout=readout)
+    if checkpoint is not None:
+        step = tf.Variable(0, dtype=tf.int64)
+        _make_checkpoint(loaded.gan, step, None).restore(checkpoint).expect_partial()
+    return loaded.gan
+
+
+def untrained(cfg, seed, readout):
+    from cytogan_tf.models import build_gan
+    from cytogan_tf.precision import set_policy
+    from cytogan_tf.training import _build_networks
+
+    set_policy("float32")
+    gan = build_gan(dict(cfg["model"], readout=readout), seed=seed)
+    _build_networks(gan)
+    return gan
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    out_path = work / "encoders.json"
+    results = json.loads(out_path.read_text()) if out_path.is_file() else {"rows": []}
+    done = {(r["preset"], r["variant"], r["seed"], r["features"]) for r in results["rows"]}
+
+    def record(row):
+        results["rows"].append(row)
+        out_path.write_text(json.dumps(results, indent=1))
+        print(f"{row['preset']:8s} {row['variant']:12s} s{row['seed']} {row['features']:28s} "
+              f"NSC {row['nsc']:.3f} NSCB {row['nscb']:.3f} mAP {row['map']:.3f}", flush=True)
+
+    from cytogan_tf.config import load_config
+
+    crop = int(load_config("demo")["prepare"]["crop_size"])
+    for preset in args.presets.split(","):
+        shards = make_shards(work, preset, crop, args.data_seed, args.workers)
+        hand = handmade_cells(work, preset, shards, args.workers)
+        for label, cols in (("handmade", None), ("handmade size+intensity", SIZE_INTENSITY)):
+            if (preset, "-", -1, label) not in done:
+                record({"preset": preset, "variant": "-", "seed": -1, "features": label,
+                        **score(hand, args.normalize, cols)})
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for variant in args.variants.split(","):
+                cfg = model_config(variant, crop, args.steps)
+                run, info = train_variant(work, shards, variant, seed, cfg, args.curve_every)
+                for readout in READOUTS:
+                    for kind in ("trained", "untrained"):
+                        key = f"{kind} {readout}"
+                        if (preset, variant, seed, key) in done:
+                            continue
+                        gan = restore(run, readout) if kind == "trained" else untrained(cfg, seed, readout)
+                        enc = embed_cells(shards, gan.encoder, crop, "enc")
+                        row = {"preset": preset, "variant": variant, "seed": seed, "features": key,
+                               "dim": int(gan.encoder.outputs[0].shape[-1]), **score(enc, args.normalize)}
+                        if kind == "trained":
+                            row.update(info)
+                            row["curve"] = nsc_curve(run, readout, shards, crop, args.normalize)
+                        record(row)
+                        comb = combine(hand, enc, "enc")
+                        record({"preset": preset, "variant": variant, "seed": seed,
+                                "features": f"handmade + {key}", **score(comb, args.normalize)})
+    summarize(results["rows"])
+
+
+def nsc_curve(run: Path, readout: str, shards: Path, crop: int, normalize: str) -> list:
+    import tensorflow as tf
+
+    ckpts = tf.train.get_checkpoint_state(str(run / "checkpoints"))
+    points = []
+    for path in (ckpts.all_model_checkpoint_paths if ckpts else [])[:-1]:  # the last is the final row
+        gan = restore(run, readout, path)
+        step = int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+        points.append([step, score(embed_cells(shards, gan.encoder, crop, "enc"), normalize)["nsc"]])
+    return points
+
+
+def summarize(rows):
+    """Mean and standard deviation over seeds, one line per (preset, variant, features)."""
+    from collections import defaultdict
+
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["preset"], r["variant"], r["features"])].append(r)
+    print(f"\n{'preset':8s} {'variant':12s} {'features':32s} {'n':>2s} {'NSC':>13s} {'NSCB':>13s} {'mAP':>13s}")
+    for (preset, variant, feats), rs in sorted(groups.items()):
+        cells = []
+        for k in ("nsc", "nscb", "map"):
+            v = np.array([r[k] for r in rs])
+            cells.append(f"{v.mean():.3f}+-{v.std():.3f}")
+        print(f"{preset:8s} {variant:12s} {feats:32s} {len(rs):>2d} " + " ".join(f"{c:>13s}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""BiGAN / ALI (Donahue et al. 2017; Dumoulin et al. 2017): an encoder learned inside
+the adversarial game.
+
+Why: a GAN's discriminator is trained to tell real from generated cells, not to describe
+them, and its features profile no better than random ones (CytoGAN's own finding, and
+this project's measurement). BiGAN trains an encoder E: x -> z jointly with G: z -> x
+against a discriminator on (image, latent) pairs: real pairs (x, E(x)) against generated
+ones (G(z), z). At the optimum E inverts G, so E(x) places a real cell in the latent space
+the generator draws from: it is the exported encoder, and G(E(x)) reconstructs a cell.
+
+Losses are the non-saturating DCGAN ones with the pair labels; G and E share the
+generator's optimizer (they are one "generator" of pairs).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from .. import losses
+from .base import BaseGAN
+from .networks import _readout_model, build_generator, downsampling_stages, multiscale_pool
+
+JOINT_WIDTH = 256
+
+
+def build_latent_encoder(image_size, widths, latent_dim, *, readout="hidden"):
+    """E: images [B, H, W, 3] -> z [B, latent] (float32). Returns (E, embedding model):
+    the embedding model reads E out as `readout` names ("hidden": z itself)."""
+    images = keras.Input((image_size, image_size, 3), name="images")
+    stages = downsampling_stages(images, widths, norm="layer", act="lrelu", prefix="e")
+    feats = layers.Flatten(name="e_flatten")(stages[-1])
+    z = layers.Dense(latent_dim, dtype="float32", name="e_latent")(feats)
+    latent_encoder = keras.Model(images, z, name="latent_encoder")
+    return latent_encoder, _readout_model(images, z, multiscale_pool(stages, prefix="e"), readout)
+
+
+def build_joint_discriminator(image_size, widths, latent_dim):
+    """D: [images, z] -> logits. The image branch is the DCGAN discriminator's conv stack,
+    the latent branch two dense layers; a joint dense layer scores the pair."""
+    images = keras.Input((image_size, image_size, 3), name="images")
+    z = keras.Input((latent_dim,), name="z")
+    x = downsampling_stages(images, widths, norm="none", act="lrelu", prefix="dx")[-1]
+    x = layers.Flatten(name="dx_flatten")(x)
+    x = layers.Dense(JOINT_WIDTH, name="dx_dense")(x)
+    x = layers.LeakyReLU(negative_slope=0.2, name="dx_act")(x)
+    h = z
+    for i in range(2):
+        h = layers.Dense(JOINT_WIDTH, name=f"dz_dense{i}")(h)
+        h = layers.LeakyReLU(negative_slope=0.2, name=f"dz_act{i}")(h)
+    j = layers.Concatenate(name="dj_concat")([x, layers.Activation("linear", dtype=x.dtype)(h)])
+    j = layers.Dense(JOINT_WIDTH, name="dj_dense")(j)
+    j = layers.LeakyReLU(negative_slope=0.2, name="dj_act")(j)
+    logits = layers.Dense(1, dtype="float32", name="d_logits")(j)
+    return keras.Model([images, z], logits, name="discriminator")
+
+
+class BiGAN(BaseGAN):
+    def __init__(self, generator, discriminator, encoder, *, latent_encoder, **kwargs):
+        super().__init__(generator, discriminator, encoder, **kwargs)
+        self.latent_encoder = latent_encoder
+
+    @classmethod
+    def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch,
+                           readout="hidden", augment="none"):
+        gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
+        latent_encoder, embed = build_latent_encoder(image_size, widths, latent_dim, readout=readout)
+        disc = build_joint_discriminator(image_size, widths, latent_dim)
+        return cls(gen, disc, embed, latent_encoder=latent_encoder, latent_dim=latent_dim,
+                   image_size=image_size, arch=arch, encoder_dim=int(embed.outputs[0].shape[-1]),
+                   seed=seed, update=update, augment=augment)
+
+    @property
+    def g_variables(self):
+        return list(self.generator.trainable_variables) + list(self.latent_encoder.trainable_variables)
+
+    def extra_networks(self) -> dict:
+        return {**super().extra_networks(), "latent_encoder": self.latent_encoder}
+
+    def warm_up(self, images, z):
+        images, z = tf.convert_to_tensor(images), tf.convert_to_tensor(z, tf.float32)
+        self.latent_encoder(images, training=False)
+        self.discriminator([images, z], training=False)
+
+    def encode(self, images):
+        """Real cells (networks' [-1, 1] scale) -> z."""
+        return self.latent_encoder(images, training=False)
+
+    def _pair_logits(self, real, fake, z):
+        z_real = self.latent_encoder(real, training=True)
+        images = self._augmented(tf.concat([real, fake], axis=0))
+        latents = tf.concat([tf.cast(z_real, tf.float32), tf.cast(z, tf.float32)], axis=0)
+        return tf.split(self.discriminator([images, latents], training=True), 2, axis=0)
+
+    def _train_step(self, real):
+        z = self._noise(tf.shape(real)[0])
+        d_tape = tf.GradientTape()
+        g_tape = tf.GradientTape()
+        if self.update == "simultaneous":
+            with g_tape, d_tape:
+                fake = self.generator(z, training=True)
+                real_logits, fake_logits = self._pair_logits(real, fake, z)
+                d_loss = losses.dcgan_discriminator_loss(real_logits, fake_logits)
+                # G and E swap the labels: generated pairs should look real, real pairs fake.
+                g_loss = losses.dcgan_discriminator_loss(fake_logits, real_logits)
+                d_scaled = self._scaled(self.d_optimizer, d_loss)
+                g_scaled = self._scaled(self.g_optimizer, g_loss)
+            self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
+            self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
+            return {"d_loss": d_loss, "g_loss": g_loss}
+        with d_tape:
+            fake = self.generator(z, training=True)
+            real_logits, fake_logits = self._pair_logits(real, fake, z)
+            d_loss = losses.dcgan_discriminator_loss(real_logits, fake_logits)
+            d_scaled = self._scaled(self.d_optimizer, d_loss)
+        self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
+        with g_tape:
+            fake = self.generator(z, training=True)
+            real_logits, fake_logits = self._pair_logits(real, fake, z)
+            g_loss = losses.dcgan_discriminator_loss(fake_logits, real_logits)
+            g_scaled = self._scaled(self.g_optimizer, g_loss)
+        self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
+        return {"d_loss": d_loss, "g_loss": g_loss}
