@@ -9,7 +9,7 @@ NSCB 1-NN MOA accuracy and mAP (global TVN, the demo's normalisation) of:
 - hand-made features, and their size + mean-intensity subset (which must be near chance
   on the texture preset, or the preset does not do what it says);
 - hand-made (+) encoder: both blocks concatenated, each feature z-scored and each block
-  weighted by 1/sqrt(its width), so neither dominates by size;
+  weighted by 1/sqrt(its width), so neither dominates by size (cytogan_tf.combine);
 - NSC over training steps (checkpoints), to show whether a model is learning at all.
 
     python benchmarks/encoders.py --workdir /tmp/enc --presets demo,texture \
@@ -34,6 +34,7 @@ VARIANTS = {
     "lsgan": {"arch": "lsgan"},
     "lsgan-aug": {"arch": "lsgan", "augment": "diff"},
     "lsgan-ssl": {"arch": "lsgan", "augment": "diff", "ssl": "contrastive"},
+    "lsgan-ssl-fast": {"arch": "lsgan", "augment": "diff", "ssl": "contrastive", "train": {"d_lr": 2e-4}},
     "dcgan-ssl": {"arch": "dcgan", "augment": "diff", "ssl": "contrastive"},
     "wgan-ssl": {"arch": "wgan", "augment": "diff", "ssl": "contrastive"},
     "bigan": {"arch": "bigan"},
@@ -109,29 +110,11 @@ def embed_cells(shards: Path, model, image_size: int, name: str):
 # --------------------------------------------------------------------------- scoring
 
 
-def _feature_block(table, prefix=None, columns=None):
-    from cytogan_tf.metrics import feature_columns
+def combine(handmade, encoded):
+    """Hand-made (+) encoder cell table (cytogan_tf.combine: z-scored, blocks / sqrt(width))."""
+    from cytogan_tf.combine import combine_cell_tables
 
-    cols = columns or [c for c in feature_columns(table) if prefix is None or c.startswith(prefix)]
-    x = table[cols].to_numpy(np.float64)
-    sd = x.std(0)
-    x = (x - x.mean(0)) / np.where(sd > 1e-12, sd, 1.0)
-    return x / np.sqrt(x.shape[1]), cols
-
-
-def combine(handmade, encoded, name):
-    """Hand-made (+) encoder cell table: z-scored features, each block / sqrt(width)."""
-    import pandas as pd
-
-    from cytogan_tf.metrics import feature_columns, metadata_columns
-
-    meta = encoded[metadata_columns(encoded)].reset_index(drop=True)
-    h = handmade.set_index("Metadata_CellId").loc[encoded["Metadata_CellId"]].reset_index()
-    hx, hcols = _feature_block(h)
-    ex, _ = _feature_block(encoded)
-    feats = np.concatenate([hx, ex], axis=1)
-    cols = [f"hand_{c}" for c in hcols] + [f"{name}_{i}" for i in range(ex.shape[1])]
-    return pd.concat([meta, pd.DataFrame(feats, columns=cols)], axis=1)
+    return combine_cell_tables({"enc": encoded, "hand": handmade})
 
 
 def score(cells, normalize="tvn", columns=None):
@@ -155,11 +138,13 @@ def model_config(variant: str, crop: int, steps: int | None):
     from cytogan_tf.config import load_config
 
     over = dict(VARIANTS[variant])
+    train_over = over.pop("train", {})
     cfg = load_config(over["arch"])
     demo = load_config("demo")
     cfg["model"].update(demo["model"])
     cfg["model"].update(over, image_size=crop)
     cfg["train"].update({k: v for k, v in demo["train"].items()})
+    cfg["train"].update(train_over)
     if steps:
         cfg["train"]["steps"] = steps
     return cfg
@@ -245,13 +230,16 @@ def main(argv=None):
                             continue
                         gan = restore(run, readout) if kind == "trained" else untrained(cfg, seed, readout)
                         enc = embed_cells(shards, gan.encoder, crop, "enc")
+                        tables = work / "tables"
+                        tables.mkdir(exist_ok=True)  # per-cell embeddings, for analyses after the run
+                        enc.to_parquet(tables / f"{preset}-{variant}-s{seed}-{key.replace(' ', '-')}.parquet")
                         row = {"preset": preset, "variant": variant, "seed": seed, "features": key,
                                "dim": int(gan.encoder.outputs[0].shape[-1]), **score(enc, args.normalize)}
                         if kind == "trained":
                             row.update(info)
                             row["curve"] = nsc_curve(run, readout, shards, crop, args.normalize)
                         record(row)
-                        comb = combine(hand, enc, "enc")
+                        comb = combine(hand, enc)
                         record({"preset": preset, "variant": variant, "seed": seed,
                                 "features": f"handmade + {key}", **score(comb, args.normalize)})
     summarize(results["rows"])

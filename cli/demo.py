@@ -9,7 +9,7 @@ import click
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="cytogan-demo",
               show_default=True, help="Directory for plates, shards, run, exports and tables; "
                                       "re-running continues an interrupted demo.")
-@click.option("--arch", type=click.Choice(["dcgan", "lsgan", "wgan", "began"]), default=None,
+@click.option("--arch", type=click.Choice(["dcgan", "lsgan", "wgan", "began", "bigan"]), default=None,
               help="GAN variant (default: demo.arch in configs/demo.toml, lsgan).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Training steps (default: train.steps in configs/demo.toml).")

@@ -31,6 +31,7 @@ COMMANDS = {
     "info": "export:info",
     "profile": "profile:profile",
     "evaluate": "profile:evaluate",
+    "combine": "profile:combine",
     "demo": "demo:demo",
 }
 

@@ -128,3 +128,32 @@ def evaluate(profiles_dirs, out_dir, aggregation, embedding, generator_dir, data
                 click.echo(f"{space:<12} {q['fd_real_fake']:>9.3f} {q['fd_real_real']:>9.3f} "
                            f"{q['kid_real_fake']:>9.4f} {q['kid_real_real']:>9.4f}")
         click.echo(f"(real = real-vs-real floor) written to {target / 'sample_quality.json'}")
+
+
+@click.command()
+@click.argument("profile_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output directory for the combined tables.")
+@click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="tvn", show_default=True,
+              help="Normalisation of the joint well profiles (as in `cytogan profile`).")
+@click.option("--tvn-scope", type=click.Choice(("plate", "global")), default="global", show_default=True,
+              help="TVN fitted per plate or on all DMSO cells.")
+@click.option("--evaluate/--no-evaluate", "run_evaluate", default=False,
+              help="Also run `cytogan evaluate` on the result and print the MOA table.")
+def combine(profile_dirs, out_dir, normalize, tvn_scope, run_evaluate):
+    """Profile with two or more feature sets at once (e.g. encoder and hand-made).
+
+    Joins the per-cell tables of PROFILE_DIRS (`cytogan profile` outputs of the same
+    cells), z-scores every feature, weights each set by 1/sqrt(its width) and writes
+    profiles of the joint table.
+    """
+    from cytogan_tf.combine import combine_profiles
+
+    result = combine_profiles(profile_dirs, out_dir, normalize=normalize, tvn_scope=tvn_scope)
+    t = result["tables"]["treatments_mean"]
+    click.echo(f"combined {len(profile_dirs)} feature sets of {result['n_cells']} cells -> "
+               f"{t['rows']} treatments, {t['features']} features (normalize={normalize})")
+    if run_evaluate:
+        from cytogan_tf.evaluation import evaluate_profiles, format_report
+
+        click.echo(format_report(evaluate_profiles(out_dir)))

@@ -6,7 +6,7 @@ import click
 
 
 @click.command()
-@click.option("--arch", type=click.Choice(["wgan", "lsgan", "dcgan", "began"]),
+@click.option("--arch", type=click.Choice(["wgan", "lsgan", "dcgan", "began", "bigan"]),
               help="Architecture; picks configs/<arch>.toml unless --config is given. "
                    "Optional with --resume (the run's config.toml is used).")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),

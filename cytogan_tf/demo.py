@@ -16,7 +16,7 @@ from typing import Callable
 
 from .config import apply_overrides, load_config
 
-ARCHS = ("dcgan", "lsgan", "wgan", "began")
+ARCHS = ("dcgan", "lsgan", "wgan", "began", "bigan")
 
 
 @dataclass
@@ -48,6 +48,7 @@ def model_config(demo_cfg: dict) -> dict:
 def run_demo(out, *, arch: str | None = None, seed: int = 0, steps: int | None = None,
              overrides: dict | None = None, progress: bool = True,
              echo: Callable[[str], None] = print) -> DemoResult:
+    from .combine import combine_profiles
     from .data.prepare import PrepareOptions, prepare
     from .data.synthetic import load_preset, simulate_plates
     from .evaluation import evaluate_profiles, format_report
@@ -127,6 +128,14 @@ def run_demo(out, *, arch: str | None = None, seed: int = 0, steps: int | None =
             res.metrics[label] = evaluate_profiles(pdir)
             res.paths[f"profiles_{label}"] = pdir
             echo(f"   {label}:\n   " + format_report(res.metrics[label]).replace("\n", "\n   "))
+        # both feature sets side by side (cytogan combine): what each adds to the other
+        pdir = out / "profiles-combined"
+        combine_profiles([res.paths["profiles_encoder"], res.paths["profiles_handcrafted"]], pdir,
+                         normalize=d["normalize"])
+        res.metrics["combined"] = evaluate_profiles(pdir)
+        res.paths["profiles_combined"] = pdir
+        echo("   combined (encoder + handcrafted):\n   "
+             + format_report(res.metrics["combined"]).replace("\n", "\n   "))
     stage("profile + evaluate: MOA prediction (NSC, NSCB, mAP)", profile_and_evaluate)
 
     echo("\n" + summary_table(res))

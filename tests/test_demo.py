@@ -31,7 +31,8 @@ def test_demo_runs_the_whole_study(tmp_path):
     assert (out / "exported" / "models.config").is_file()
     run = json.loads((out / "run-lsgan" / "run.json").read_text())
     assert run["step"] == 3
-    for label in ("encoder", "handcrafted"):
+    assert "combined" in text
+    for label in ("encoder", "handcrafted", "combined"):
         pdir = out / f"profiles-{label}"
         treatments = pd.read_parquet(pdir / "treatments_mean.parquet")
         assert {"Metadata_Compound", "Metadata_Concentration", "Metadata_MOA"} <= set(treatments.columns)

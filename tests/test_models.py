@@ -46,7 +46,8 @@ def test_each_arch_trains_and_weights_move(arch):
     assert any(not np.allclose(a, b) for a, b in zip(d0, _weights(gan.discriminator)))
 
     emb = gan.encoder(x, training=False)
-    assert emb.shape == (4, 6) and emb.dtype == tf.float32
+    # BiGAN's embedding is its encoder's z; the others read out D's 6-unit hidden layer
+    assert emb.shape == (4, 8 if arch == "bigan" else 6) and emb.dtype == tf.float32
     imgs = gan.generate(gan.sample_z(3)).numpy()
     assert imgs.shape == (3, 32, 32, 3) and imgs.dtype == np.float32
     assert imgs.min() >= -1.0 and imgs.max() <= 1.0

@@ -1,0 +1,70 @@
+"""Hand-made (+) encoder: one per-cell table holding two feature sets side by side.
+
+Why: hand-made features measure size, intensity and texture statistics exactly, a
+learned encoder picks up what they miss; profiling with both should beat either. Each
+feature is z-scored over all cells and each block divided by sqrt(its width), so a
+480-wide embedding does not drown 57 hand-made features in a cosine distance before any
+normalisation (TVN then whitens the joint table as it would either one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .metrics import feature_columns, metadata_columns
+
+CELL_ID = "Metadata_CellId"
+
+
+def _standardized_block(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    cols = feature_columns(table)
+    if not cols:
+        raise DataError(f"feature block {prefix!r} has no feature columns")
+    x = table[cols].to_numpy(np.float64)
+    sd = x.std(0)
+    x = (x - x.mean(0)) / np.where(sd > 1e-12, sd, 1.0) / np.sqrt(len(cols))
+    return pd.DataFrame(x, columns=[f"{prefix}_{c}" for c in cols], index=table.index)
+
+
+def combine_cell_tables(blocks: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """{prefix: per-cell table} -> one table, rows matched on Metadata_CellId; metadata from
+    the first block, features renamed `<prefix>_<column>`."""
+    if len(blocks) < 2:
+        raise DataError("combining feature sets needs at least two tables")
+    tables = {}
+    for prefix, table in blocks.items():
+        if CELL_ID not in table.columns:
+            raise DataError(f"feature block {prefix!r}: missing column {CELL_ID}")
+        tables[prefix] = table.set_index(CELL_ID, drop=False)
+    first = next(iter(tables.values()))
+    ids = first.index
+    for prefix, table in tables.items():
+        missing = ids.difference(table.index)
+        if len(missing):
+            raise DataError(f"feature block {prefix!r} lacks {len(missing)} cells of the first "
+                            f"(e.g. {CELL_ID} {missing[0]})")
+    meta = first[metadata_columns(first)].reset_index(drop=True)
+    feats = [_standardized_block(t.loc[ids], p).reset_index(drop=True) for p, t in tables.items()]
+    return pd.concat([meta, *feats], axis=1)
+
+
+def combine_profiles(profile_dirs, out_dir, *, normalize="tvn", tvn_scope="global") -> dict:
+    """Combine the per-cell tables of `cytogan profile` outputs (one per feature set, same
+    cells) and write the profiles of the joint table to `out_dir`, as `profile` does."""
+    from pathlib import Path
+
+    from .profiling import build_profiles, read_profiles, write_profiles
+
+    dirs = [Path(d) for d in profile_dirs]
+    names = [d.name for d in dirs]
+    if len(set(names)) < len(names):  # two folders of the same name: number the blocks
+        names = [f"{n}{i}" for i, n in enumerate(names, start=1)]
+    blocks = {name.replace("-", "_"): read_profiles(d, "cells") for name, d in zip(names, dirs)}
+    cells = combine_cell_tables(blocks)
+    profiles = build_profiles(cells, normalize=normalize, tvn_scope=tvn_scope)
+    settings = {"combined": [str(d.resolve()) for d in dirs], "features": "combined",
+                "normalize": normalize, "tvn_scope": tvn_scope if normalize == "tvn" else None,
+                "n_cells": int(len(cells))}
+    return write_profiles(out_dir, cells, profiles, settings)

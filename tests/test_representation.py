@@ -1,0 +1,211 @@
+"""Encoder options: readouts, DiffAugment, the contrastive D head and BiGAN, trained a few
+steps on tiny shards, exported, and loaded the way a client would."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cytogan_tf import losses
+from cytogan_tf.errors import ConfigError
+from cytogan_tf.export import export_run, read_export_metadata
+from cytogan_tf.models import build_gan, make_optimizers
+from cytogan_tf.models.augment import BACKGROUND, diff_augment, dihedral, translate
+from cytogan_tf.models.networks import multiscale_dim
+from cytogan_tf.training import load_run, train
+
+from training_helpers import CROP, TINY_WIDTHS, tiny_config, write_tiny_shards
+
+TINY = {"image_size": 32, "latent_dim": 8, "encoder_dim": 6, "widths": [16, 8, 8, 4]}
+OPT = {"g_lr": 1e-3, "d_lr": 1e-3, "beta1": 0.5, "beta2": 0.999}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_tiny_shards(tmp_path_factory.mktemp("data") / "shards")
+
+
+def _images(n=4, seed=0):
+    return tf.constant(np.random.default_rng(seed).uniform(-1, 1, (n, 32, 32, 3)).astype("float32"))
+
+
+# ------------------------------------------------------------------ augmentation
+
+
+def test_dihedral_transforms_are_exact_permutations_of_pixels():
+    x = _images(16)
+    y = dihedral(x, tf.constant([3, 4], tf.int64)).numpy()
+    xs = x.numpy()
+    for a, b in zip(xs, y):
+        candidates = [np.rot90(a, k, axes=(0, 1)) for k in range(4)]
+        candidates += [np.flip(c, axis=0) for c in candidates]
+        assert any(np.array_equal(b, c) for c in candidates)
+    assert not np.array_equal(y, xs)  # 16 coin triples are not all heads-down
+
+
+def test_translation_shifts_in_background_and_repeats_per_seed():
+    x = tf.ones((8, 32, 32, 3))
+    seed = tf.constant([1, 2], tf.int64)
+    y = translate(x, seed).numpy()
+    assert y.shape == (8, 32, 32, 3)
+    assert set(np.unique(y)) <= {1.0, BACKGROUND}
+    assert (y == BACKGROUND).any()  # some image moved
+    np.testing.assert_array_equal(y, translate(x, seed).numpy())
+    assert not np.array_equal(y, translate(x, tf.constant([1, 3], tf.int64)).numpy())
+
+
+def test_diff_augment_passes_gradients_to_its_input():
+    x = _images(4)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = diff_augment(x, tf.constant([0, 1], tf.int64))
+        loss = tf.reduce_sum(y * y)
+    grad = tape.gradient(loss, x).numpy()
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+
+
+# ------------------------------------------------------------------ contrastive loss
+
+
+def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((16, 32)).astype(np.float32)
+    same = float(losses.contrastive_loss(a, a + 0.01 * rng.standard_normal(a.shape), 0.1))
+    other = float(losses.contrastive_loss(a, rng.standard_normal(a.shape), 0.1))
+    assert same < 0.1
+    assert other > math.log(2 * 16 - 1) - 1.0  # about chance among 2B-1 candidates
+
+
+# ------------------------------------------------------------------ models
+
+
+@pytest.mark.parametrize("arch,extra", [
+    ("lsgan", {"readout": "multiscale", "augment": "diff", "ssl": "contrastive"}),
+    ("dcgan", {"augment": "diff", "ssl": "contrastive", "update": "alternating"}),
+    ("wgan", {"readout": "multiscale", "ssl": "contrastive", "n_critic": 1}),
+    ("began", {"readout": "multiscale"}),
+    ("bigan", {"augment": "diff"}),
+    ("bigan", {"readout": "multiscale"}),
+])
+def test_option_trains_with_finite_losses_and_moves_its_networks(arch, extra):
+    gan = build_gan({"arch": arch, **TINY, **extra}, seed=1)
+    gan.compile(*make_optimizers(OPT))
+    before = [v.numpy().copy() for v in gan.d_variables + gan.g_variables]
+    x = _images()
+    logs = [{k: float(v) for k, v in gan.train_step(x).items()} for _ in range(2)]
+    assert all(math.isfinite(v) for step in logs for v in step.values()), logs
+    if extra.get("ssl"):
+        assert "ssl_loss" in logs[0] and logs[0]["ssl_loss"] > 0
+        head = gan.ssl_head.trainable_variables
+        assert head and all(any(h is v for v in gan.d_variables) for h in head)
+    after = gan.d_variables + gan.g_variables
+    assert all(not np.allclose(b, a.numpy()) for b, a in zip(before, after) if b.ndim > 1)
+    emb = gan.encoder(x, training=False)
+    want = multiscale_dim(TINY["widths"]) if extra.get("readout") == "multiscale" else \
+        (TINY["latent_dim"] if arch == "bigan" else TINY["encoder_dim"])
+    assert emb.shape == (4, want) and emb.dtype == tf.float32
+
+
+def test_bigan_encoder_maps_cells_to_latents_and_back_to_images():
+    gan = build_gan({"arch": "bigan", **TINY}, seed=0)
+    z = gan.encode(_images(3))
+    assert z.shape == (3, TINY["latent_dim"]) and np.isfinite(z.numpy()).all()
+    assert gan.generate(z).shape == (3, 32, 32, 3)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("readout", "flat", "model.readout"), ("augment", "colour", "model.augment"),
+    ("ssl", "rotation", "model.ssl"), ("ssl_weight", -1, "model.ssl_weight"),
+    ("ssl_temperature", 0, "model.ssl_temperature"),
+])
+def test_bad_representation_options_are_config_errors(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        build_gan({"arch": "lsgan", **TINY, key: value})
+
+
+def test_began_and_bigan_refuse_the_contrastive_head():
+    for arch in ("began", "bigan"):
+        with pytest.raises(ConfigError, match="unknown key"):
+            build_gan({"arch": arch, **TINY, "ssl": "contrastive"})
+
+
+# ------------------------------------------------------------------ runs and exports
+
+
+def _config(arch, **model):
+    cfg = tiny_config(arch)
+    cfg["model"].update(model)
+    return cfg
+
+
+def test_contrastive_run_resumes_its_head_and_exports_both_readouts(shards, tmp_path):
+    run = tmp_path / "run"
+    cfg = _config("lsgan", augment="diff", ssl="contrastive", readout="multiscale")
+    kw = dict(precision="float32", seed=2, sample_every=2, checkpoint_every=2, verbose=0)
+    train(cfg, shards, run, steps=2, **kw)
+    result = train(cfg, shards, run, steps=4, resume=True, **kw)
+    assert result.step == 4 and math.isfinite(result.metrics["ssl_loss"])
+    # the head is checkpointed: a restore gets its trained weights, not fresh ones
+    restored = load_run(run).gan.ssl_head.get_weights()
+    fresh = build_gan(cfg["model"], seed=2)
+    fresh.warm_up(np.zeros((1, CROP, CROP, 3), np.float32), np.zeros((1, 8), np.float32))
+    assert any(not np.allclose(a, b) for a, b in zip(restored, fresh.ssl_head.get_weights()))
+
+    base = tmp_path / "exported"
+    multi = export_run(run, "multi", base)
+    hidden = export_run(run, "hidden", base, readout="hidden")
+    meta_m, meta_h = read_export_metadata(multi["encoder"]), read_export_metadata(hidden["encoder"])
+    assert meta_m["encoder_dim"] == multiscale_dim(TINY_WIDTHS) and meta_m["readout"] == "multiscale"
+    assert meta_h["encoder_dim"] == cfg["model"]["encoder_dim"] and meta_h["readout"] == "hidden"
+    # the readout is a view of the same trained D: both come from the step-4 weights
+    loaded = load_run(run, readout="hidden")
+    x = np.random.default_rng(0).uniform(0, 1, (2, CROP, CROP, 3)).astype(np.float32)
+    served = tf.saved_model.load(str(hidden["encoder"])).signatures["serving_default"](images=x)
+    np.testing.assert_allclose(served["embeddings"].numpy(),
+                               loaded.gan.encoder(x * 2 - 1, training=False).numpy(), rtol=1e-4, atol=1e-5)
+
+
+ENCODE_CLIENT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+enc = tf.saved_model.load(sys.argv[1])
+gen = tf.saved_model.load(sys.argv[2])
+x = np.random.default_rng(0).uniform(0, 1, (3, int(sys.argv[3]), int(sys.argv[3]), 3)).astype(np.float32)
+z = enc.signatures["encode"](images=tf.constant(x))["z"].numpy()
+recon = gen.signatures["serving_default"](z=tf.constant(z))["images"].numpy()
+out = {"z_shape": list(z.shape), "z_finite": bool(np.isfinite(z).all()), "recon_shape": list(recon.shape),
+       "signatures": sorted(enc.signatures.keys())}
+try:
+    enc.signatures["encode"](images=tf.zeros((1, 16, 16, 3)))
+    out["small"] = "accepted"
+except Exception as exc:
+    out["small"] = str(exc)
+print("REPORT" + json.dumps(out))
+"""
+
+
+def test_bigan_export_has_an_encode_signature_for_a_fresh_client(shards, tmp_path):
+    run = tmp_path / "bigan"
+    train(_config("bigan"), shards, run, steps=2, precision="float32", seed=0, sample_every=2,
+          checkpoint_every=2, verbose=0)
+    result = export_run(run, "bi", tmp_path / "exported")
+    meta = read_export_metadata(result["encoder"])
+    assert meta["arch"] == "bigan" and meta["encoder_dim"] == meta["latent_dim"] == 8
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(ENCODE_CLIENT), str(result["encoder"]),
+                           str(result["generator"]), str(CROP)], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT"))[6:])
+    assert rep["z_shape"] == [3, 8] and rep["z_finite"]
+    assert rep["recon_shape"] == [3, CROP, CROP, 3]
+    assert {"encode", "serving_default", "serve_uint8"} <= set(rep["signatures"])
+    assert f"expected images of shape [None, {CROP}, {CROP}, 3]" in rep["small"]
