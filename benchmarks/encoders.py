@@ -29,15 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-# Variants: overrides of configs/<arch>.toml's [model] on top of the demo's widths.
+# Variants: overrides of configs/<arch>.toml's [model] on top of the demo's widths. Each
+# names every representation option, so a change of the configs' defaults changes no row.
+PLAIN = {"augment": "none", "ssl": "none"}
+SSL = {"augment": "diff", "ssl": "contrastive"}
 VARIANTS = {
-    "lsgan": {"arch": "lsgan"},
-    "lsgan-aug": {"arch": "lsgan", "augment": "diff"},
-    "lsgan-ssl": {"arch": "lsgan", "augment": "diff", "ssl": "contrastive"},
-    "lsgan-ssl-fast": {"arch": "lsgan", "augment": "diff", "ssl": "contrastive", "train": {"d_lr": 2e-4}},
-    "dcgan-ssl": {"arch": "dcgan", "augment": "diff", "ssl": "contrastive"},
-    "wgan-ssl": {"arch": "wgan", "augment": "diff", "ssl": "contrastive"},
-    "bigan": {"arch": "bigan"},
+    "lsgan": {"arch": "lsgan", **PLAIN},
+    "lsgan-aug": {"arch": "lsgan", **PLAIN, "augment": "diff"},
+    "lsgan-ssl": {"arch": "lsgan", **SSL},
+    "lsgan-ssl-fast": {"arch": "lsgan", **SSL, "train": {"d_lr": 2e-4}},
+    "lsgan-ssl-t01": {"arch": "lsgan", **SSL, "ssl_temperature": 0.1},
+    "lsgan-ssl-w3": {"arch": "lsgan", **SSL, "ssl_weight": 3.0},
+    "dcgan-ssl": {"arch": "dcgan", **SSL},
+    "wgan-ssl": {"arch": "wgan", **SSL},
+    "bigan": {"arch": "bigan", "augment": "none"},
     "bigan-aug": {"arch": "bigan", "augment": "diff"},
     "began": {"arch": "began"},
 }

@@ -41,21 +41,34 @@ def train(arch, data_dir, out_dir, config_name, steps, batch_size, image_size, p
     from cytogan_tf.errors import ConfigError
     from cytogan_tf.training import CONFIG_TOML, train as run_training, with_train_defaults
 
-    if resume and config_name is None and (Path(out_dir) / CONFIG_TOML).is_file():
-        cfg = load_config(Path(out_dir) / CONFIG_TOML)
+    run_config = Path(out_dir) / CONFIG_TOML
+    if resume and config_name is None and not run_config.is_file():
+        raise ConfigError(f"{out_dir}: no run to resume there (no {CONFIG_TOML}); "
+                          "start a new run with --arch or --config")
+    if resume and config_name is None:
+        cfg = load_config(run_config)
         if arch is not None and cfg["model"].get("arch") != arch:
-            raise ConfigError(f"{Path(out_dir) / CONFIG_TOML}: run is {cfg['model'].get('arch')!r}, "
-                              f"not --arch {arch}")
+            raise ConfigError(f"{run_config}: run is {cfg['model'].get('arch')!r}, not --arch {arch}")
     else:
         if arch is None and config_name is None:
             raise ConfigError("--arch (or --config) is required for a new run")
         cfg = load_config(config_name or arch)
+        if "demo" in cfg:  # `--config demo`: exactly what `cytogan demo` trains
+            from cytogan_tf.demo import model_config
+
+            cfg = model_config(cfg if arch is None else {**cfg, "demo": {**cfg["demo"], "arch": arch}})
         if arch is not None and cfg.get("model", {}).get("arch") != arch:
             raise ConfigError(f"config {config_name}: model.arch is "
                               f"{cfg.get('model', {}).get('arch')!r}, not --arch {arch}")
     cfg = with_train_defaults(cfg)
-    cfg = apply_overrides(cfg, {"train.batch_size": batch_size, "model.image_size": image_size})
-    cfg = apply_overrides(cfg, parse_set_options(set_items))
+    overrides = parse_set_options(set_items)
+    if not resume:  # a new run takes the shards' crop size unless told otherwise
+        size = image_size or overrides.pop("model.image_size", None) or _crop_size(data_dir)
+        cfg["model"]["image_size"] = int(size)
+    elif image_size is not None:
+        cfg = apply_overrides(cfg, {"model.image_size": image_size})
+    cfg = apply_overrides(cfg, {"train.batch_size": batch_size})
+    cfg = apply_overrides(cfg, overrides)
     result = run_training(
         cfg, data_dir, out_dir, steps=steps, resume=resume, precision=precision,
         strategy=strategy, seed=seed, sample_every=sample_every,
@@ -63,3 +76,9 @@ def train(arch, data_dir, out_dir, config_name, steps, batch_size, image_size, p
     click.echo(f"step {result.step} ({result.precision}, {result.images_per_second:.1f} img/s); "
                f"checkpoint {result.checkpoint}", err=True)
     click.echo(str(result.run_dir))
+
+
+def _crop_size(data_dir):
+    from cytogan_tf.data.shards import read_dataset_info
+
+    return int(read_dataset_info(data_dir)["crop_size"])

@@ -27,10 +27,15 @@ def available_configs() -> list[str]:
 
 
 def load_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
-    """Load a bundled config by name (`wgan`) or any TOML file by path."""
+    """Load a bundled config by name (`wgan`) or any TOML file by path.
+
+    A path must end in `.toml`; anything else is a bundled name, so a folder that happens
+    to be called like a config (the README's `./bbbc021` data folder) is never taken for
+    one.
+    """
     text = None
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml":
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         text = path.read_text()

@@ -126,9 +126,12 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     tcfg["seed"] = seed
     total_steps = int(tcfg["steps"] if steps is None else steps)
     tcfg["steps"] = total_steps
-    sample_every = int(sample_every or tcfg["sample_every"])
-    checkpoint_every = int(checkpoint_every or tcfg["checkpoint_every"])
-    log_every = int(log_every or tcfg["log_every"])
+    # Explicit values win (0 too, which is then refused below) and are stored in the
+    # run's config.toml, so a resumed run keeps them.
+    sample_every = int(tcfg["sample_every"] if sample_every is None else sample_every)
+    checkpoint_every = int(tcfg["checkpoint_every"] if checkpoint_every is None else checkpoint_every)
+    log_every = int(tcfg["log_every"] if log_every is None else log_every)
+    tcfg.update(sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every)
     for name, value in (("steps", total_steps), ("sample_every", sample_every),
                         ("checkpoint_every", checkpoint_every), ("log_every", log_every),
                         ("batch_size", tcfg["batch_size"])):

@@ -126,3 +126,18 @@ def test_cli_help_lists_every_command_and_errors_are_one_line():
                                  "--out", "/tmp/cytogan-never-written"])
     assert result.exit_code != 0
     assert "Traceback" not in result.output
+
+
+def test_a_folder_named_like_a_bundled_config_is_not_taken_for_it(tmp_path, monkeypatch):
+    # the README's walk-through keeps its data in ./bbbc021 and names --config bbbc021
+    from cytogan_tf.config import load_config
+    from cytogan_tf.errors import ConfigError
+
+    for name in ("bbbc021", "lsgan", "demo", "examplefly"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_config("bbbc021")["layout"]["kind"] == "bbbc021"
+    assert load_config("lsgan")["model"]["arch"] == "lsgan"
+    assert "demo" in load_config("demo")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("missing.toml")

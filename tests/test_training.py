@@ -111,8 +111,32 @@ def test_train_cli_rejects_bad_options_before_writing(shards, tmp_path):
         (["--arch", "lsgan", "--image-size", "64", "--set", "model.widths=[8,8,8,8]"],
          "model.image_size is 64"),
         (["--arch", "lsgan", "--strategy", "multiworker"], "TF_CONFIG"),
+        (["--arch", "lsgan", "--sample-every", "0"], "train.sample_every must be positive"),
+        (["--resume"], "no run to resume there"),
     ]
     for extra, message in cases:
         res = CliRunner().invoke(cli, ["train", "--data", str(shards), "--out", str(run), *extra])
         assert res.exit_code == 1 and "Error:" in res.output and message in res.output, (extra, res.output)
         assert not run.exists()
+
+
+def test_train_cli_takes_the_crop_size_from_the_shards_and_stores_its_options(shards, tmp_path):
+    from click.testing import CliRunner
+
+    from cytogan_tf.cli.main import cli
+
+    run = tmp_path / "run"
+    small = ["--set", "model.widths=[16,8,8,4]", "--set", "train.batch_size=8", "--quiet"]
+    res = CliRunner().invoke(cli, ["train", "--config", "demo", "--data", str(shards), "--out", str(run),
+                                   "--steps", "2", "--sample-every", "1", "--checkpoint-every", "2",
+                                   "--log-every", "1", *small])
+    assert res.exit_code == 0, res.output
+    cfg = load_config(run / "config.toml")
+    # --config demo trains the demo's model (its arch config + the demo's overrides) at the shards' size
+    assert cfg["model"]["arch"] == load_config("demo")["demo"]["arch"] and cfg["model"]["image_size"] == CROP
+    assert (cfg["train"]["sample_every"], cfg["train"]["checkpoint_every"], cfg["train"]["log_every"]) == (1, 2, 1)
+    assert len(list((run / "samples").glob("*.png"))) == 2
+    res = CliRunner().invoke(cli, ["train", "--data", str(shards), "--out", str(run), "--resume",
+                                   "--steps", "3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert len(list((run / "samples").glob("*.png"))) == 3  # resume kept --sample-every 1
