@@ -169,11 +169,10 @@ def generate_images(generator_dir, n, *, seed=0, batch=256) -> np.ndarray:
     """n crops (uint8) from an exported generator (`z` float32 [None, latent] -> images in [0,1])."""
     import tensorflow as tf
 
-    from .export import read_export_metadata
+    from .export import require_role
     from .profiling import resolve_export_dir
 
-    path = resolve_export_dir(generator_dir)
-    meta = read_export_metadata(path)
+    path, meta = require_role(resolve_export_dir(generator_dir), "generator")
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
     latent = int(meta.get("latent_dim") or fn.structured_input_signature[1]["z"].shape[1])
     rng = np.random.default_rng(seed)

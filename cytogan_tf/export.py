@@ -100,6 +100,21 @@ def read_export_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
+def require_role(path: str | os.PathLike, role: str) -> tuple[Path, dict]:
+    """(version dir, metadata) of an export that must be a `role` model ("encoder" or
+    "generator"), with a one-line error naming the right folder otherwise."""
+    export_dir = resolve_export_dir(path)
+    meta = read_export_metadata(export_dir)
+    found = meta.get("role")
+    if found is not None and found != role:
+        models = meta.get("models") or {}
+        hint = f"; use {export_dir.parent.parent / models[role]}" if role in models else ""
+        article = "an" if role == "encoder" else "a"
+        found = f"an {found}" if found[0] in "aeiou" else f"a {found}"
+        raise ExportError(f"{export_dir}: is {found} export, not {article} {role} export{hint}")
+    return export_dir, meta
+
+
 # ---------------------------------------------------------------------------------------
 # models.config (TF Serving's ModelServerConfig text proto)
 

@@ -42,10 +42,10 @@ class Encoder:
     def __init__(self, path):
         import tensorflow as tf
 
-        from .export import read_export_metadata
+        from .export import require_role
 
         self.path = resolve_export_dir(path)
-        self.metadata = read_export_metadata(self.path)
+        self.path, self.metadata = require_role(self.path, "encoder")
         try:
             self._loaded = tf.saved_model.load(str(self.path))
         except Exception as exc:  # TF raises several types for an unreadable model

@@ -203,3 +203,23 @@ def test_export_of_a_run_without_checkpoint_is_refused(tmp_path):
     res = CliRunner().invoke(cli, ["export", str(run), "--name", "x", "--base-dir", str(tmp_path / "e")])
     assert res.exit_code == 1 and res.output.startswith("Error:") and "run" in res.output
     assert not (tmp_path / "e").exists()
+
+
+def test_an_export_of_the_wrong_kind_is_named_in_one_line(base, tmp_path):
+    # profile/evaluate --encoder given a generator (and evaluate --generator an encoder)
+    import numpy as np
+
+    runner = CliRunner()
+    shards = tmp_path / "shards"
+    from training_helpers import write_tiny_shards
+    write_tiny_shards(shards, crop=SIZE)
+    res = runner.invoke(cli, ["profile", "--encoder", str(base / "toy-generator"), "--data", str(shards),
+                              "--out", str(tmp_path / "p"), "--no-progress"])
+    assert res.exit_code == 1, res.output
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("Error:") and "is a generator export, not an encoder export" in line
+    assert "toy-encoder" in line and len(res.output.strip().splitlines()) == 1
+    from cytogan_tf.evaluation import generate_images
+    with pytest.raises(ExportError, match="is an encoder export, not a generator export"):
+        generate_images(base / "toy-encoder", 2)
+    assert np.asarray(generate_images(base / "toy-generator", 2)).shape == (2, SIZE, SIZE, 3)
