@@ -187,6 +187,39 @@ def _check_shape(tensor, expected, what):
         return tf.identity(tensor)
 
 
+def _check_values(tensor, what, low=None, high=None):
+    """Refuse non-finite values (and values outside [low, high]) with a message: 0..255
+    pixels sent to a [0, 1] signature would otherwise give embeddings ~100x too large."""
+    import tensorflow as tf
+
+    ok = tf.reduce_all(tf.math.is_finite(tensor))
+    bounds = "finite values"
+    if low is not None:
+        ok = tf.logical_and(ok, tf.reduce_all((tensor >= low) & (tensor <= high)))
+        bounds = f"values in [{low:g}, {high:g}]"
+    assertion = tf.debugging.Assert(
+        ok, [f"expected {what} with {bounds}, got min", tf.reduce_min(tensor), "max", tf.reduce_max(tensor)])
+    with tf.control_dependencies([assertion]):
+        return tf.identity(tensor)
+
+
+def _output_dims(model, input_tail) -> list[int]:
+    """A model's output shape without the batch axis (from a one-example probe)."""
+    import tensorflow as tf
+
+    out = model(tf.zeros([1, *input_tail], tf.float32), training=False)
+    return [int(d) for d in out.shape[1:]]
+
+
+def _unless_empty(batch, fn, empty_shape):
+    """fn(batch), or an empty result for a batch of 0: under oneDNN a convolution over an
+    empty batch fails ("input depth must be evenly divisible by filter depth")."""
+    import tensorflow as tf
+
+    return tf.cond(tf.shape(batch)[0] > 0, lambda: fn(batch),
+                   lambda: tf.zeros([0, *empty_shape], tf.float32))
+
+
 def _serving_root(functions: dict, metadata_json: str):
     """A tf.Module holding the traced functions, the variables they read and metadata.
 
@@ -214,11 +247,16 @@ def _serving_root(functions: dict, metadata_json: str):
 def _generator_functions(generator, latent_dim: int):
     import tensorflow as tf
 
-    def serve(z):
-        z = _check_shape(z, [None, latent_dim], "z")
+    size = _output_dims(generator, [latent_dim])[0]
+
+    def unit_images(z):
         images = tf.cast(generator(z, training=False), tf.float32)
         # tanh output [-1, 1] -> [0, 1]; clip absorbs bf16 rounding past the ends.
-        return {"images": tf.clip_by_value((images + 1.0) * 0.5, 0.0, 1.0)}
+        return tf.clip_by_value((images + 1.0) * 0.5, 0.0, 1.0)
+
+    def serve(z):
+        z = _check_values(_check_shape(z, [None, latent_dim], "z"), "z")
+        return {"images": _unless_empty(z, unit_images, [size, size, 3])}
 
     spec = tf.TensorSpec([None, latent_dim], tf.float32, name="z")
     return {"serving_default": tf.function(serve, input_signature=[spec], autograph=False)}
@@ -232,19 +270,25 @@ def _encoder_functions(encoder, image_size: int, latent_encoder=None):
     shape = [None, image_size, image_size, 3]
     extra = {}
     if latent_encoder is not None:
+        latent = _output_dims(latent_encoder, [image_size, image_size, 3])[-1]
+
         def encode(images):
-            images = _check_shape(images, shape, "images")
-            return {"z": tf.cast(latent_encoder(images * 2.0 - 1.0, training=False), tf.float32)}
+            images = _check_values(_check_shape(images, shape, "images"), "images", 0.0, 1.0)
+            to_z = lambda x: tf.cast(latent_encoder(x * 2.0 - 1.0, training=False), tf.float32)
+            return {"z": _unless_empty(images, to_z, [latent])}
 
         extra["encode"] = tf.function(
             encode, input_signature=[tf.TensorSpec(shape, tf.float32, name="images")],
             autograph=False)
 
+    dim = _output_dims(encoder, [image_size, image_size, 3])[-1]
+
     def embed(scaled):
-        return {"embeddings": tf.cast(encoder(scaled, training=False), tf.float32)}
+        to_embedding = lambda x: tf.cast(encoder(x, training=False), tf.float32)
+        return {"embeddings": _unless_empty(scaled, to_embedding, [dim])}
 
     def serve_float(images):
-        images = _check_shape(images, shape, "images")
+        images = _check_values(_check_shape(images, shape, "images"), "images", 0.0, 1.0)
         return embed(images * 2.0 - 1.0)
 
     def serve_uint8(images):
@@ -361,12 +405,12 @@ def export_models(generator, encoder, metadata: dict, name: str,
         raise ExportError("metadata 'image_size' missing and the encoder's input shape is unknown")
     latent_dim, image_size = int(latent_dim), int(image_size)
 
-    gen_fns = _generator_functions(generator, latent_dim)
-    enc_fns = _encoder_functions(encoder, image_size, latent_encoder)
-    gen_shape = _output_shape(gen_fns["serving_default"], "images")
+    gen_shape = [None, *_output_dims(generator, [latent_dim])]
     if gen_shape[1:] != [image_size, image_size, 3]:
         raise ExportError(f"generator outputs images of shape {gen_shape}, "
                           f"expected [None, {image_size}, {image_size}, 3] (metadata image_size)")
+    gen_fns = _generator_functions(generator, latent_dim)
+    enc_fns = _encoder_functions(encoder, image_size, latent_encoder)
     emb_shape = _output_shape(enc_fns["serving_default"], "embeddings")
     if len(emb_shape) != 2:
         raise ExportError(f"encoder outputs shape {emb_shape}, expected [None, D] embeddings")

@@ -223,3 +223,19 @@ def test_an_export_of_the_wrong_kind_is_named_in_one_line(base, tmp_path):
     with pytest.raises(ExportError, match="is an encoder export, not a generator export"):
         generate_images(base / "toy-encoder", 2)
     assert np.asarray(generate_images(base / "toy-generator", 2)).shape == (2, SIZE, SIZE, 3)
+
+
+def test_empty_batches_give_empty_results_and_bad_values_are_refused(base):
+    import numpy as np
+    import tensorflow as tf
+
+    enc = tf.saved_model.load(str(base / "toy-encoder" / "1")).signatures
+    gen = tf.saved_model.load(str(base / "toy-generator" / "1")).signatures
+    assert enc["serving_default"](images=tf.zeros((0, SIZE, SIZE, 3)))["embeddings"].shape[0] == 0
+    assert enc["serve_uint8"](images=tf.zeros((0, SIZE, SIZE, 3), tf.uint8))["embeddings"].shape[0] == 0
+    assert gen["serving_default"](z=tf.zeros((0, LATENT)))["images"].shape == (0, SIZE, SIZE, 3)
+    for bad in (255.0, float("nan")):  # 0..255 pixels or NaN sent to the [0, 1] signature
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected images with values in \[0, 1\]"):
+            enc["serving_default"](images=tf.constant(np.full((1, SIZE, SIZE, 3), bad, np.float32)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected z with finite values"):
+        gen["serving_default"](z=tf.constant(np.full((1, LATENT), np.inf, np.float32)))
