@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -69,13 +71,30 @@ def train(arch, data_dir, out_dir, config_name, steps, batch_size, image_size, p
         cfg = apply_overrides(cfg, {"model.image_size": image_size})
     cfg = apply_overrides(cfg, {"train.batch_size": batch_size})
     cfg = apply_overrides(cfg, overrides)
-    result = run_training(
-        cfg, data_dir, out_dir, steps=steps, resume=resume, precision=precision,
-        strategy=strategy, seed=seed, sample_every=sample_every,
-        checkpoint_every=checkpoint_every, log_every=log_every, verbose=0 if quiet else 1)
+    try:
+        result = run_training(
+            cfg, data_dir, out_dir, steps=steps, resume=resume, precision=precision,
+            strategy=strategy, seed=seed, sample_every=sample_every,
+            checkpoint_every=checkpoint_every, log_every=log_every, verbose=0 if quiet else 1)
+    except KeyboardInterrupt:
+        raise click.ClickException(_interrupted(out_dir, data_dir)) from None
     click.echo(f"step {result.step} ({result.precision}, {result.images_per_second:.1f} img/s); "
                f"checkpoint {result.checkpoint}", err=True)
     click.echo(str(result.run_dir))
+
+
+def _interrupted(out_dir, data_dir) -> str:
+    """What Ctrl-C kept, and the command that continues from it."""
+    import shlex
+
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(Path(out_dir) / "checkpoints"))
+    again = f"cytogan train --data {shlex.quote(str(data_dir))} --out {shlex.quote(str(out_dir))} --resume"
+    if latest is None:
+        return f"interrupted before the first checkpoint; nothing to resume in {out_dir} (start again)"
+    step = latest.rsplit("-", 1)[-1]
+    return f"interrupted; the checkpoint of step {step} is kept ({latest}); continue with: {again}"
 
 
 def _crop_size(data_dir):

@@ -100,3 +100,29 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(shards, tmp_path
     assert counters(resumed) == (target, target, target)
     info = json.loads((run / "run.json").read_text())
     assert info["step"] == target and info["precision"] == "float32"
+
+
+def test_ctrl_c_names_the_kept_checkpoint_and_the_resume_command(shards, tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(dump_toml(tiny_config("lsgan", steps_per_epoch=2)))
+    run = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(
+        _cli("train", "--config", config, "--data", shards, "--out", run, "--steps", 100000,
+             "--checkpoint-every", 2, "--sample-every", 1000, "--precision", "float32", "--quiet"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 90
+    try:
+        while not (run / "checkpoints" / "checkpoint").exists():
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = err.decode()
+    assert proc.returncode == 1, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("Error: interrupted; the checkpoint of step "), err[-2000:]
+    assert f"--out {run} --resume" in last
