@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 FEATURE_SETS = ("encoder", "handcrafted", "both")
-NORMALIZATIONS = ("none", "dmso", "tvn")
+NORMALIZATIONS = ("none", "dmso", "robust", "tvn")
 
 
 @click.command()
@@ -20,7 +20,8 @@ NORMALIZATIONS = ("none", "dmso", "tvn")
 @click.option("--features", type=click.Choice(FEATURE_SETS), default="encoder", show_default=True,
               help="Encoder embeddings, hand-made CellProfiler-like features, or both side by side.")
 @click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="none", show_default=True,
-              help="Well profiles relative to DMSO: per-plate standardisation or TVN whitening.")
+              help="Well profiles relative to DMSO: per-plate standardisation (dmso), per-plate "
+                   "median centring with the global DMSO MAD (robust), or TVN whitening.")
 @click.option("--tvn-scope", type=click.Choice(("plate", "global")), default="global", show_default=True,
               help="TVN fitted per plate or on all DMSO cells (global: a plate rarely has enough DMSO cells to whiten many features).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)

@@ -240,10 +240,12 @@ def build_profiles(cells: pd.DataFrame, *, normalize="none", tvn_scope="global")
         wells = aggregate_wells(cells, method)
         if normalize == "dmso":
             wells = normalize_profiles(wells, "dmso", scope="plate")
+        elif normalize == "robust":
+            wells = normalize_profiles(wells, "robust")
         elif normalize == "tvn":
             wells = normalize_profiles(wells, "tvn", reference=cells, scope=tvn_scope)
         elif normalize != "none":
-            raise DataError(f"unknown normalisation {normalize!r} (none, dmso, tvn)")
+            raise DataError(f"unknown normalisation {normalize!r} (none, dmso, robust, tvn)")
         out[f"wells_{method}"] = wells
         out[f"treatments_{method}"] = aggregate_treatments(wells, method)
     return out

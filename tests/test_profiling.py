@@ -136,3 +136,21 @@ def test_normalisation_errors_are_clear():
         normalize_profiles(cells, "zscore")
     with pytest.raises(DataError, match="empty"):
         aggregate_wells(cells.iloc[:0])
+
+
+def test_robust_normalisation_centres_plates_on_dmso_and_scales_by_the_global_mad():
+    cells = add_batch_column(fake_cells(cells_per_well=40))
+    wells = aggregate_wells(cells, "mean")
+    out = normalize_profiles(wells, "robust")
+    feats = [c for c in out.columns if c.startswith("m_")]
+    centred = []
+    for _, plate in out.groupby("Metadata_Plate"):
+        dmso = plate[plate.Metadata_Compound == "DMSO"][feats].to_numpy()
+        np.testing.assert_allclose(np.median(dmso, axis=0), 0.0, atol=1e-9)
+        centred.append(dmso)
+    spread = np.concatenate(centred)
+    np.testing.assert_allclose(1.4826 * np.median(np.abs(spread - np.median(spread, 0)), 0), 1.0, rtol=1e-6)
+    # one scale for all plates: plate 2's larger gain stays visible in its treatment profiles
+    a = out[out.Metadata_Compound == "A"].groupby("Metadata_Plate")["m_0"].mean()
+    assert a.iloc[1] > a.iloc[0] > 0
+    assert len(build_profiles(cells, normalize="robust")["treatments_mean"]) > 0
