@@ -37,6 +37,8 @@ VARIANTS = {
     "lsgan": {"arch": "lsgan", **PLAIN},
     "lsgan-aug": {"arch": "lsgan", **PLAIN, "augment": "diff"},
     "lsgan-ssl": {"arch": "lsgan", **SSL},
+    "lsgan-ssl-strong": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive"},
+    "lsgan-ssl-strong-t01": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive", "ssl_temperature": 0.1},
     "lsgan-ssl-fast": {"arch": "lsgan", **SSL, "train": {"d_lr": 2e-4}},
     "lsgan-ssl-t01": {"arch": "lsgan", **SSL, "ssl_temperature": 0.1},
     "lsgan-ssl-w3": {"arch": "lsgan", **SSL, "ssl_weight": 3.0},

@@ -84,8 +84,10 @@ def test_tvn_whitens_dmso_to_identity_covariance():
     mix = rng.standard_normal((5, 5)) * np.array([1000.0, 1.0, 0.01, 1.0, 1.0])
     feats = [f"m_{i}" for i in range(5)]
     cells[feats] = cells[feats].to_numpy() @ mix
+    from cytogan_tf.normalization import typical_variation_normalize
+
     for scope in ("plate", "global"):
-        out = normalize_profiles(cells, "tvn", scope=scope)
+        out = typical_variation_normalize(cells, scope=scope, shrinkage="none")
         assert list(out.columns) == list(cells.columns)  # ZCA: same feature columns
         groups = out.groupby("Metadata_Plate") if scope == "plate" else [(None, out)]
         for _, part in groups:
@@ -93,6 +95,32 @@ def test_tvn_whitens_dmso_to_identity_covariance():
             # PCA(whiten=True) uses ddof=1 variances
             np.testing.assert_allclose(np.cov(dmso, rowvar=False), np.eye(5), atol=1e-6)
             np.testing.assert_allclose(dmso.mean(0), 0.0, atol=1e-9)
+
+
+def test_shrunk_tvn_nearly_whitens_plenty_of_dmso_and_tames_few():
+    from cytogan_tf.normalization import typical_variation_normalize
+
+    rng = np.random.default_rng(2)
+    mix = rng.standard_normal((5, 5)) * np.array([1000.0, 1.0, 0.01, 1.0, 1.0])
+    feats = [f"m_{i}" for i in range(5)]
+    cells = add_batch_column(fake_cells(n_features=5, cells_per_well=200))
+    cells[feats] = cells[feats].to_numpy() @ mix
+    out = normalize_profiles(cells, "tvn", scope="global")  # Ledoit-Wolf by default
+    dmso = out[out.Metadata_Compound == "DMSO"][feats].to_numpy()
+    raw = cells[cells.Metadata_Compound == "DMSO"][feats].to_numpy()
+    raw = raw / raw.std(0)
+    before, after = np.linalg.eigvalsh(np.cov(raw, rowvar=False)), np.linalg.eigvalsh(np.cov(dmso, rowvar=False))
+    assert before.max() / before.min() > 100  # correlated features: far from white
+    # whitened, except that shrinkage tempers the direction of least DMSO variance
+    assert after.max() < 1.1 and np.sort(after)[1] > 0.8 and after.min() > 0.2
+    # 30 DMSO rows, 40 features: exact whitening blows noise up, shrinkage keeps it bounded
+    wide = add_batch_column(fake_cells(n_features=40, cells_per_well=5))
+    wide_feats = [c for c in wide.columns if c.startswith("m_")]
+    exact = typical_variation_normalize(wide, scope="global", shrinkage="none")[wide_feats].to_numpy()
+    shrunk = normalize_profiles(wide, "tvn", scope="global")[wide_feats].to_numpy()
+    treated = (wide.Metadata_Compound != "DMSO").to_numpy()
+    assert np.abs(shrunk[treated]).max() < np.abs(exact[treated]).max()
+    assert np.isfinite(shrunk).all()
 
 
 def test_per_plate_tvn_keeps_plates_comparable():

@@ -6,8 +6,8 @@ Applying the same random, differentiable transforms to real and generated batche
 (Zhao et al. 2020) keeps the generator's target unchanged while D must judge cells under
 every transform. Only transforms that keep a cell's biology are used: the 8 flips and
 right-angle rotations (a cell has no preferred orientation) and small translations
-(pixels shifted in are background). Stain intensities are left alone: they are the
-phenotype. Every op is a gather/select on the input, so gradients reach the generator.
+(pixels shifted in are background); "strong" adds a mild zoom and per-stain gains, for the
+contrastive head. Every op is differentiable, so gradients reach the generator.
 
 Randomness comes from a stateless seed (the model's SeedGenerator), so a seeded run
 repeats exactly.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-AUGMENTS = ("none", "diff")
+AUGMENTS = ("none", "diff", "strong")
 BACKGROUND = -1.0  # black in the networks' [-1, 1] pixel scale
 
 
@@ -55,3 +55,37 @@ def diff_augment(images, seed):
     """The "diff" policy: a random dihedral transform, then a translation."""
     s = _split(seed, 2)
     return translate(dihedral(images, s[0]), s[1])
+
+
+def channel_gain(images, seed, spread=0.4):
+    """Each image's stains scaled by their own factors in [1 - spread, 1 + spread] (in
+    [0, 1] intensity, background stays black): plate-to-plate gain, and what keeps a
+    contrastive objective from telling two cells apart by brightness alone."""
+    batch = tf.shape(images)[0]
+    gain = tf.random.stateless_uniform([batch, 1, 1, 3], seed=seed, minval=1.0 - spread,
+                                       maxval=1.0 + spread, dtype=images.dtype)
+    unit = (images - BACKGROUND) * 0.5
+    return tf.clip_by_value(unit * gain, 0.0, 1.0) * 2.0 + BACKGROUND
+
+
+def zoom(images, seed, min_side=0.8):
+    """A random square crop of `min_side`..1 of the side, resized back (bilinear)."""
+    size = images.shape[1]
+    batch = tf.shape(images)[0]
+    s = _split(seed, 2)
+    side = tf.random.stateless_uniform([batch, 1], seed=s[0], minval=min_side, maxval=1.0)
+    start = tf.random.stateless_uniform([batch, 2], seed=s[1]) * (1.0 - side)
+    boxes = tf.concat([start, start + side], axis=1)
+    out = tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(batch), [size, size])
+    return tf.cast(out, images.dtype)
+
+
+def strong_augment(images, seed):
+    """The "strong" policy: "diff", then a zoom and per-stain gains (SimCLR's lesson: the
+    views must differ in what should not matter, or a contrastive D matches cells by
+    size and brightness)."""
+    s = _split(seed, 3)
+    return channel_gain(zoom(diff_augment(images, s[0]), s[1]), s[2])
+
+
+POLICIES = {"diff": diff_augment, "strong": strong_augment}

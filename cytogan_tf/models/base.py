@@ -206,8 +206,8 @@ class BaseGAN(keras.Model):
     def _augmented(self, images):
         if self.augment == "none":
             return images
-        from .augment import diff_augment
-        return diff_augment(images, self._stateless_seed())
+        from .augment import POLICIES
+        return POLICIES[self.augment](images, self._stateless_seed())
 
     def _stateless_seed(self):
         seed = self.seed_generator.next()
