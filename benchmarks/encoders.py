@@ -8,8 +8,8 @@ NSCB 1-NN MOA accuracy and mAP (global TVN, the demo's normalisation) of:
 - the same network untrained (same seed): what the architecture alone gives;
 - hand-made features, and their size + mean-intensity subset (which must be near chance
   on the texture preset, or the preset does not do what it says);
-- hand-made (+) encoder: both blocks concatenated, each feature z-scored and each block
-  weighted by 1/sqrt(its width), so neither dominates by size (cytogan_tf.combine);
+- hand-made (+) encoder: each set normalised alone, then each feature z-scored and each
+  block weighted by 1/sqrt(its width) and joined, so neither dominates (cytogan_tf.combine);
 - NSC over training steps (checkpoints), to show whether a model is learning at all.
 
     python benchmarks/encoders.py --workdir /tmp/enc --presets demo,texture \
@@ -117,11 +117,19 @@ def embed_cells(shards: Path, model, image_size: int, name: str):
 # --------------------------------------------------------------------------- scoring
 
 
-def combine(handmade, encoded):
-    """Hand-made (+) encoder cell table (cytogan_tf.combine: z-scored, blocks / sqrt(width))."""
-    from cytogan_tf.combine import combine_cell_tables
+def score_combined(handmade, encoded, normalize="tvn"):
+    """Hand-made (+) encoder: each set normalised alone, z-scored, / sqrt(width), joined
+    at the well level (cytogan_tf.combine, as `cytogan combine` does)."""
+    from cytogan_tf.combine import combine_well_profiles
+    from cytogan_tf.evaluation import evaluate_table
+    from cytogan_tf.profiling import aggregate_treatments, build_profiles
 
-    return combine_cell_tables({"enc": encoded, "hand": handmade})
+    wells = combine_well_profiles({
+        "enc": build_profiles(encoded, normalize=normalize)["wells_mean"],
+        "hand": build_profiles(handmade, normalize=normalize)["wells_mean"]})
+    r = evaluate_table(aggregate_treatments(wells, "mean"))
+    return {"nsc": float(r["nsc"].accuracy), "nscb": float(r["nscb"].accuracy), "map": float(r["map"]),
+            "chance": float(r["nsc"].chance_prior)}
 
 
 def score(cells, normalize="tvn", columns=None):
@@ -244,11 +252,11 @@ def main(argv=None):
                                "dim": int(gan.encoder.outputs[0].shape[-1]), **score(enc, args.normalize)}
                         if kind == "trained":
                             row.update(info)
-                            row["curve"] = nsc_curve(run, readout, shards, crop, args.normalize)
+                            if readout == cfg["model"].get("readout", "hidden"):
+                                row["curve"] = nsc_curve(run, readout, shards, crop, args.normalize)
                         record(row)
-                        comb = combine(hand, enc)
                         record({"preset": preset, "variant": variant, "seed": seed,
-                                "features": f"handmade + {key}", **score(comb, args.normalize)})
+                                "features": f"handmade + {key}", **score_combined(hand, enc, args.normalize)})
     summarize(results["rows"])
 
 

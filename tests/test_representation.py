@@ -18,7 +18,7 @@ from cytogan_tf import losses
 from cytogan_tf.errors import ConfigError
 from cytogan_tf.export import export_run, read_export_metadata
 from cytogan_tf.models import build_gan, make_optimizers
-from cytogan_tf.models.augment import BACKGROUND, diff_augment, dihedral, translate
+from cytogan_tf.models.augment import BACKGROUND, channel_gain, diff_augment, dihedral, strong_augment, translate, zoom
 from cytogan_tf.models.networks import multiscale_dim
 from cytogan_tf.training import load_run, train
 
@@ -72,6 +72,25 @@ def test_diff_augment_passes_gradients_to_its_input():
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
 
 
+def test_channel_gain_keeps_background_black_and_scales_each_stain():
+    x = tf.concat([tf.fill((4, 8, 8, 3), BACKGROUND), tf.fill((4, 8, 8, 3), 0.0)], axis=1)  # black | 0.5
+    y = channel_gain(x, tf.constant([5, 6], tf.int64)).numpy()
+    np.testing.assert_array_equal(y[:, :8], BACKGROUND)
+    unit = (y[:, 8:] + 1) / 2  # 0.5 times a gain in [0.6, 1.4]
+    assert unit.min() >= 0.3 - 1e-6 and unit.max() <= 0.7 + 1e-6
+    assert np.ptp(unit[:, 0, 0, :], axis=1).max() > 0  # stains get their own gains
+
+
+def test_zoom_and_strong_policy_keep_shape_and_gradients():
+    x = _images(4)
+    z = zoom(x, tf.constant([1, 1], tf.int64))
+    assert z.shape == x.shape and not np.allclose(z.numpy(), x.numpy())
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(strong_augment(x, tf.constant([2, 3], tf.int64)) ** 2)
+    assert np.abs(tape.gradient(loss, x).numpy()).sum() > 0
+
+
 # ------------------------------------------------------------------ contrastive loss
 
 
@@ -88,7 +107,7 @@ def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones(
 
 
 @pytest.mark.parametrize("arch,extra", [
-    ("lsgan", {"readout": "multiscale", "augment": "diff", "ssl": "contrastive"}),
+    ("lsgan", {"readout": "multiscale", "augment": "strong", "ssl": "contrastive"}),
     ("dcgan", {"augment": "diff", "ssl": "contrastive", "update": "alternating"}),
     ("wgan", {"readout": "multiscale", "ssl": "contrastive", "n_critic": 1}),
     ("began", {"readout": "multiscale"}),
