@@ -136,7 +136,7 @@ def evaluate(profiles_dirs, out_dir, aggregation, embedding, generator_dir, data
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output directory for the combined tables.")
 @click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="tvn", show_default=True,
-              help="Normalisation of the joint well profiles (as in `cytogan profile`).")
+              help="Normalisation of each feature set's well profiles (as in `cytogan profile`).")
 @click.option("--tvn-scope", type=click.Choice(("plate", "global")), default="global", show_default=True,
               help="TVN fitted per plate or on all DMSO cells.")
 @click.option("--evaluate/--no-evaluate", "run_evaluate", default=False,
@@ -144,9 +144,9 @@ def evaluate(profiles_dirs, out_dir, aggregation, embedding, generator_dir, data
 def combine(profile_dirs, out_dir, normalize, tvn_scope, run_evaluate):
     """Profile with two or more feature sets at once (e.g. encoder and hand-made).
 
-    Joins the per-cell tables of PROFILE_DIRS (`cytogan profile` outputs of the same
-    cells), z-scores every feature, weights each set by 1/sqrt(its width) and writes
-    profiles of the joint table.
+    Reads the per-cell tables of PROFILE_DIRS (`cytogan profile` outputs of the same
+    cells), normalises each set's well profiles on its own, z-scores every feature,
+    weights each set by 1/sqrt(its width) and writes the joint profiles.
     """
     from cytogan_tf.combine import combine_profiles
 

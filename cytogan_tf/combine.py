@@ -1,10 +1,11 @@
-"""Hand-made (+) encoder: one per-cell table holding two feature sets side by side.
+"""Hand-made (+) encoder: profiles from two or more feature sets of the same cells.
 
 Why: hand-made features measure size, intensity and texture statistics exactly, a
 learned encoder picks up what they miss; profiling with both should beat either. Each
-feature is z-scored over all cells and each block divided by sqrt(its width), so a
-480-wide embedding does not drown 57 hand-made features in a cosine distance before any
-normalisation (TVN then whitens the joint table as it would either one).
+set is normalised on its own, then every feature is z-scored and each set divided by
+sqrt(its width), so a 480-wide embedding does not drown 57 hand-made features in the
+cosine distance (`combine_well_profiles`). `combine_cell_tables` joins the per-cell
+tables the same way, for the combined `cells` table.
 """
 
 from __future__ import annotations

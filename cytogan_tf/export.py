@@ -244,10 +244,9 @@ def _serving_root(functions: dict, metadata_json: str):
     return root
 
 
-def _generator_functions(generator, latent_dim: int):
+def _generator_functions(generator, latent_dim: int, image_size: int):
+    """`image_size` is the generator's output size (export_models checks it first)."""
     import tensorflow as tf
-
-    size = _output_dims(generator, [latent_dim])[0]
 
     def unit_images(z):
         images = tf.cast(generator(z, training=False), tf.float32)
@@ -256,7 +255,7 @@ def _generator_functions(generator, latent_dim: int):
 
     def serve(z):
         z = _check_values(_check_shape(z, [None, latent_dim], "z"), "z")
-        return {"images": _unless_empty(z, unit_images, [size, size, 3])}
+        return {"images": _unless_empty(z, unit_images, [image_size, image_size, 3])}
 
     spec = tf.TensorSpec([None, latent_dim], tf.float32, name="z")
     return {"serving_default": tf.function(serve, input_signature=[spec], autograph=False)}
@@ -409,7 +408,7 @@ def export_models(generator, encoder, metadata: dict, name: str,
     if gen_shape[1:] != [image_size, image_size, 3]:
         raise ExportError(f"generator outputs images of shape {gen_shape}, "
                           f"expected [None, {image_size}, {image_size}, 3] (metadata image_size)")
-    gen_fns = _generator_functions(generator, latent_dim)
+    gen_fns = _generator_functions(generator, latent_dim, image_size)
     enc_fns = _encoder_functions(encoder, image_size, latent_encoder)
     emb_shape = _output_shape(enc_fns["serving_default"], "embeddings")
     if len(emb_shape) != 2:

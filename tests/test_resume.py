@@ -61,15 +61,23 @@ def _cli(*args):
     return [sys.executable, "-m", "cytogan_tf.cli.main", *map(str, args)]
 
 
-def test_sigkill_then_resume_continues_from_the_last_checkpoint(shards, tmp_path):
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _start_endless_run(shards, tmp_path):
+    """A `cytogan train` process that checkpoints every 2 steps and would run for ages."""
     config = tmp_path / "tiny.toml"
     config.write_text(dump_toml(tiny_config("lsgan", steps_per_epoch=2)))
     run = tmp_path / "run"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(
         _cli("train", "--config", config, "--data", shards, "--out", run, "--steps", 100000,
              "--checkpoint-every", 2, "--sample-every", 1000, "--precision", "float32", "--quiet"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    return proc, run
+
+
+def test_sigkill_then_resume_continues_from_the_last_checkpoint(shards, tmp_path):
+    proc, run = _start_endless_run(shards, tmp_path)
     state_file = run / "checkpoints" / "checkpoint"
     deadline = time.time() + 90
     try:
@@ -94,7 +102,7 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(shards, tmp_path
     target = step + 4
     done = subprocess.run(
         _cli("train", "--out", run, "--data", shards, "--resume", "--steps", target, "--quiet"),
-        capture_output=True, env=env, timeout=120)
+        capture_output=True, env=ENV, timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     resumed = checkpoint_tensors(run)
     assert counters(resumed) == (target, target, target)
@@ -103,14 +111,7 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(shards, tmp_path
 
 
 def test_ctrl_c_names_the_kept_checkpoint_and_the_resume_command(shards, tmp_path):
-    config = tmp_path / "tiny.toml"
-    config.write_text(dump_toml(tiny_config("lsgan", steps_per_epoch=2)))
-    run = tmp_path / "run"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(
-        _cli("train", "--config", config, "--data", shards, "--out", run, "--steps", 100000,
-             "--checkpoint-every", 2, "--sample-every", 1000, "--precision", "float32", "--quiet"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc, run = _start_endless_run(shards, tmp_path)
     deadline = time.time() + 90
     try:
         while not (run / "checkpoints" / "checkpoint").exists():

@@ -135,10 +135,7 @@ class BaseGAN(keras.Model):
     def _noise(self, batch, shape_tail=None, kind="normal"):
         """Per-replica random draws from the seed generator. The replica id is folded
         into the seed so replicas of a MirroredStrategy do not draw identical noise."""
-        seed = self.seed_generator.next()
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            seed = seed + tf.stack([tf.cast(ctx.replica_id_in_sync_group, seed.dtype) * 7919, 0])
+        seed = self._stateless_seed()
         shape = tf.concat([[batch], shape_tail or [self.latent_dim]], axis=0)
         if kind == "uniform":
             return tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32)
@@ -210,6 +207,7 @@ class BaseGAN(keras.Model):
         return POLICIES[self.augment](images, self._stateless_seed())
 
     def _stateless_seed(self):
+        """The next seed of the model's generator, with the replica id folded in."""
         seed = self.seed_generator.next()
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:

@@ -94,31 +94,16 @@ class BiGAN(BaseGAN):
         return tf.split(self.discriminator([images, latents], training=True), 2, axis=0)
 
     def _train_step(self, real):
-        z = self._noise(tf.shape(real)[0])
-        d_tape = tf.GradientTape()
-        g_tape = tf.GradientTape()
-        if self.update == "simultaneous":
-            with g_tape, d_tape:
-                fake = self.generator(z, training=True)
-                real_logits, fake_logits = self._pair_logits(real, fake, z)
-                d_loss = losses.dcgan_discriminator_loss(real_logits, fake_logits)
-                # G and E swap the labels: generated pairs should look real, real pairs fake.
-                g_loss = losses.dcgan_discriminator_loss(fake_logits, real_logits)
-                d_scaled = self._scaled(self.d_optimizer, d_loss)
-                g_scaled = self._scaled(self.g_optimizer, g_loss)
-            self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
-            self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
-            return {"d_loss": d_loss, "g_loss": g_loss}
-        with d_tape:
-            fake = self.generator(z, training=True)
+        def losses_of(real, fake):
             real_logits, fake_logits = self._pair_logits(real, fake, z)
             d_loss = losses.dcgan_discriminator_loss(real_logits, fake_logits)
-            d_scaled = self._scaled(self.d_optimizer, d_loss)
-        self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
-        with g_tape:
-            fake = self.generator(z, training=True)
+            # G and E swap the labels: generated pairs should look real, real pairs fake.
+            return d_loss, losses.dcgan_discriminator_loss(fake_logits, real_logits), None
+
+        def g_loss_of(fake):  # the alternating order's G and E step, after D moved
             real_logits, fake_logits = self._pair_logits(real, fake, z)
-            g_loss = losses.dcgan_discriminator_loss(fake_logits, real_logits)
-            g_scaled = self._scaled(self.g_optimizer, g_loss)
-        self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
+            return losses.dcgan_discriminator_loss(fake_logits, real_logits)
+
+        z = self._noise(tf.shape(real)[0])
+        d_loss, g_loss, _ = self._adversarial_update(real, z, losses_of, g_loss_of)
         return {"d_loss": d_loss, "g_loss": g_loss}

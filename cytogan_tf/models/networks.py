@@ -132,12 +132,6 @@ def downsampling_stages(images, widths, *, norm, act, prefix):
     return stages
 
 
-def downsampling_features(images, widths, *, norm, act, prefix):
-    """The deepest stage of `downsampling_stages`, flattened."""
-    stages = downsampling_stages(images, widths, norm=norm, act=act, prefix=prefix)
-    return layers.Flatten(name=f"{prefix}_flatten")(stages[-1])
-
-
 def build_generator(latent_dim, image_size, widths, *, norm="batch", act="relu", name="generator"):
     """z [B, latent] -> images [B, H, W, 3] in [-1, 1] (tanh), float32."""
     z = keras.Input((latent_dim,), name="z")
