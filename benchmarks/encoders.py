@@ -42,6 +42,16 @@ VARIANTS = {
     "lsgan-ssl-fast": {"arch": "lsgan", **SSL, "train": {"d_lr": 2e-4}},
     "lsgan-ssl-t01": {"arch": "lsgan", **SSL, "ssl_temperature": 0.1},
     "lsgan-ssl-w3": {"arch": "lsgan", **SSL, "ssl_weight": 3.0},
+    # Weak supervision: D also classifies each real cell's treatment (data/labels.py).
+    "lsgan-weak": {"arch": "lsgan", "augment": "strong", "ssl": "none", "weak_labels": "treatment"},
+    "lsgan-ssl-weak": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive",
+                       "weak_labels": "treatment"},
+    "lsgan-weak-compound": {"arch": "lsgan", "augment": "strong", "ssl": "none",
+                            "weak_labels": "compound"},
+    "lsgan-weak-w10": {"arch": "lsgan", "augment": "strong", "ssl": "none", "weak_labels": "treatment",
+                       "weak_weight": 10.0},
+    "lsgan-weak-diff-w10": {"arch": "lsgan", "augment": "diff", "ssl": "none",
+                            "weak_labels": "treatment", "weak_weight": 10.0},
     "dcgan-ssl": {"arch": "dcgan", **SSL},
     "wgan-ssl": {"arch": "wgan", **SSL},
     "bigan": {"arch": "bigan", "augment": "none"},
@@ -202,7 +212,11 @@ def untrained(cfg, seed, readout):
     from cytogan_tf.training import _build_networks
 
     set_policy("float32")
-    gan = build_gan(dict(cfg["model"], readout=readout), seed=seed)
+    model = dict(cfg["model"], readout=readout)
+    if model.get("weak_labels", "none") != "none":
+        # The class head is built after D, so D's initial weights are the same without it.
+        model["weak_labels"] = "none"
+    gan = build_gan(model, seed=seed)
     _build_networks(gan)
     return gan
 

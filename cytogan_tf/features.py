@@ -197,9 +197,9 @@ def compute_features(images, *, workers: int = 1, chunk_size: int = 256, progres
         results = []
         iterator = chunks
         if progress:
-            from tqdm import tqdm
+            from .progress import progress_bar
 
-            iterator = tqdm(chunks, desc="features", unit="chunk", leave=False)
+            iterator = progress_bar(chunks, desc="features", unit="chunk", leave=False)
         for chunk in iterator:
             results.append(_features_chunk(chunk))
     else:
@@ -209,11 +209,11 @@ def compute_features(images, *, workers: int = 1, chunk_size: int = 256, progres
 
 
 def features_pool(workers: int):
-    """A process pool for feature work; spawned, so a parent holding TensorFlow is never forked."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    """A process pool for feature work; spawned, so a parent holding TensorFlow is never
+    forked, and its workers exit if the parent is killed (cytogan_tf.workers)."""
+    from .workers import process_pool
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    return process_pool(workers, "spawn")
 
 
 def features_table(images, **kwargs) -> pd.DataFrame:

@@ -126,3 +126,9 @@ def contrastive_loss(view_a, view_b, temperature=0.2):
     logits = logits - 1e9 * tf.eye(2 * n)  # a view is never its own positive
     targets = tf.concat([tf.range(n, 2 * n), tf.range(0, n)], axis=0)
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
+
+
+def classification_loss(logits, labels):
+    """Mean softmax cross-entropy of integer class `labels` (weak treatment labels)."""
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        tf.cast(labels, tf.int32), _f32(logits)))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .metrics import feature_columns, is_control, metadata_columns
+from .metrics import feature_columns, is_control
 
 METHODS = ("none", "dmso", "robust", "tvn")
 SCOPES = ("plate", "global")

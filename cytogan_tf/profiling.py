@@ -89,10 +89,17 @@ def model_name(path: Path, metadata: dict) -> str:
 def _iterate_batches(shards_dir, batch_size, scale):
     from .data.pipeline import make_dataset
 
+    import tensorflow as tf
+
+    from .data.shards import locate_bad_shard
+
     ds = make_dataset(shards_dir, batch_size, shuffle=False, repeat=False, with_metadata=True,
                       scale=scale, drop_remainder=False)
-    for batch in ds:
-        yield batch["image"].numpy(), batch["cell_id"].numpy()
+    try:
+        for batch in ds:
+            yield batch["image"].numpy(), batch["cell_id"].numpy()
+    except tf.errors.DataLossError as exc:  # a corrupt record, met inside tf.data
+        raise locate_bad_shard(shards_dir, exc) from None
 
 
 def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = None,
@@ -102,7 +109,7 @@ def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = N
     Encoder columns are `<model>_<i>`; hand-made ones keep CellProfiler-style names
     (see `cytogan_tf.features`). Returns (table, stats) with stats["cells_per_s"].
     """
-    from tqdm import tqdm
+    from .progress import progress_bar
 
     from .data.shards import read_cells_table, read_dataset_info
     from .features import FEATURE_NAMES, compute_features, features_pool
@@ -128,7 +135,7 @@ def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = N
     use_handmade = features in ("handcrafted", "both")
     # one process pool for the whole pass (spawning one per batch would cost seconds each)
     pool = features_pool(workers) if use_handmade and workers > 1 else None
-    bar = tqdm(total=n_cells, desc="profiling cells", unit="cell", disable=not progress)
+    bar = progress_bar(total=n_cells, desc="profiling cells", unit="cell", enabled=progress)
     # Embedding reads uint8 and scales here so both feature sets share one pass.
     for images, cell_ids in _iterate_batches(shards_dir, batch_size, "uint8"):
         ids.append(cell_ids)

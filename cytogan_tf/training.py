@@ -22,7 +22,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from .io_utils import atomic_write_json, atomic_write_text
 STRATEGIES = ("default", "mirrored", "multiworker")
 RUN_JSON = "run.json"
 CONFIG_TOML = "config.toml"
+LABELS_JSON = "labels.json"  # weak-label classes, index order
 CHECKPOINT_DIR = "checkpoints"
 SAMPLES_DIR = "samples"
 LOGS_DIR = "logs"
@@ -108,6 +108,7 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     out = Path(out_dir)
     cfg = with_train_defaults(cfg)
     tcfg = cfg["train"]
+    weak = _weak_labels(cfg["model"], data_dir)  # before the resume check: sets n_classes
     is_chief, worker_id = _chief_info(dist)
     # Only the chief owns the run dir; other workers may start after it has written it.
     previous = _check_run_dir(out, resume) if (is_chief or resume) else None
@@ -205,11 +206,10 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
 
     z_fixed = fixed_sample_z(cfg, seed)
     writer = tf.summary.create_file_writer(str(out / LOGS_DIR / "train")) if is_chief else None
-    from tqdm import tqdm
+    from .progress import progress_bar
 
-    progress = tqdm(total=total_steps, initial=start_step, unit="step",
-                    desc=f"train {run_info['arch']}", file=sys.stderr, dynamic_ncols=True,
-                    disable=not (verbose and is_chief))
+    progress = progress_bar(total=total_steps, initial=start_step, unit="step",
+                            desc=f"train {run_info['arch']}", enabled=bool(verbose and is_chief))
     tracker = _RunCallback(
         progress=progress, gan=gan, step_var=step_var, start_step=start_step, manager=manager,
         run_dir=out, run_info=run_info, is_chief=is_chief, z_fixed=z_fixed, writer=writer,
@@ -217,9 +217,12 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
 
     batch_size = int(tcfg["batch_size"])
 
+    if weak is not None and is_chief:
+        atomic_write_json(out / LABELS_JSON, {"kind": weak.kind, "classes": weak.classes})
+
     def dataset_from(step: int):
         ds = make_dataset(data_dir, batch_size, shuffle=True, augment=bool(tcfg["augment"]),
-                          seed=seed, repeat=True)
+                          seed=seed, repeat=True, labels=weak)
         ds = ds.skip(step)
         if dataset_hook is not None:
             ds = dataset_hook(ds)
@@ -243,6 +246,9 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
                         initial_epoch=first_epoch + n_full, steps_per_epoch=rest,
                         callbacks=[tracker], verbose=0, shuffle=False)
         tracker.finish()
+    except tf.errors.DataLossError as exc:  # a truncated/corrupt shard, met inside tf.data
+        from .data.shards import locate_bad_shard
+        raise locate_bad_shard(data_dir, exc) from None
     finally:
         progress.close()
         if writer is not None:
@@ -369,8 +375,6 @@ class _RunCallback(keras.callbacks.Callback):
         if self.step % self.log_every == 0:
             self.progress.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
         if self.writer is not None and self.step % self.log_every == 0:
-            import tensorflow as tf
-
             with self.writer.as_default(step=self.step):
                 for k, v in metrics.items():
                     _summary_scalar(k, v, self.step)
@@ -412,8 +416,6 @@ class _RunCallback(keras.callbacks.Callback):
         grid = make_grid(to_uint8(generate_unit(self.gan, self.z_fixed)))
         write_png(self.run_dir / SAMPLES_DIR / f"step_{self.step:06d}.png", grid)
         if self.writer is not None:
-            import tensorflow as tf
-
             with self.writer.as_default(step=self.step):
                 _summary_png("samples", grid, self.step)
 
@@ -515,9 +517,28 @@ def _build_networks(gan):
     gan.warm_up(images, z)
     if getattr(gan, "encoder", None) is not None:
         gan.encoder(np.zeros((1, size, size, 3), np.float32), training=False)
-    if getattr(gan, "trunk", None) is not None and getattr(gan, "ssl_head", None) is not None:
+    heads = gan._d_heads() if hasattr(gan, "_d_heads") else {}
+    if getattr(gan, "trunk", None) is not None and heads:
         _, pooled = gan.trunk(images, training=False)
-        gan.ssl_head(pooled, training=False)
+        for head in heads.values():
+            head(pooled, training=False)
+
+
+def _weak_labels(model_cfg: dict, data_dir):
+    """The shards' weak labels when the model trains with them; stores their class count
+    in the config (so it is in the run's config.toml and a resume checks it)."""
+    kind = model_cfg.get("weak_labels", "none")
+    if kind == "none":
+        return None
+    from .data.labels import weak_labels
+
+    weak = weak_labels(data_dir, kind)
+    given = model_cfg.get("n_classes")
+    if given not in (None, 0, weak.n_classes):
+        raise ConfigError(f"model.n_classes is {given} but {data_dir} holds {weak.n_classes} "
+                          f"{kind}s; drop n_classes (train sets it) or use the shards it came from")
+    model_cfg["n_classes"] = weak.n_classes
+    return weak
 
 
 def with_train_defaults(cfg: Mapping[str, Any]) -> dict:
@@ -533,8 +554,13 @@ def with_train_defaults(cfg: Mapping[str, Any]) -> dict:
 
 
 def _check_run_dir(out: Path, resume: bool):
-    """Refuse to overwrite a run; on resume return its saved config and run info."""
+    """Refuse to overwrite a run; on resume return its saved config and run info.
+
+    A directory whose run failed before its first checkpoint holds nothing trained, so
+    a new run may start there (with other options, after fixing the data)."""
     has_run = (out / RUN_JSON).exists() or (out / CHECKPOINT_DIR).exists()
+    if has_run and not resume and not _has_checkpoint(out) and _recorded_step(out) == 0:
+        return None
     if not resume:
         if has_run:
             raise ConfigError(f"{out} already holds a training run; pass --resume to continue "
@@ -543,6 +569,18 @@ def _check_run_dir(out: Path, resume: bool):
     if not has_run:
         raise ConfigError(f"{out}: no training run to resume (no {RUN_JSON})")
     return {"run": read_run_info(out), "config": load_config(out / CONFIG_TOML)}
+
+
+def _recorded_step(out: Path) -> int | None:
+    try:
+        return int(json.loads((out / RUN_JSON).read_text()).get("step", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _has_checkpoint(out: Path) -> bool:
+    ckpt_dir = out / CHECKPOINT_DIR
+    return (ckpt_dir / "checkpoint").is_file() or any(ckpt_dir.glob("ckpt-*.index"))
 
 
 def _check_same_model(cfg, saved, out):

@@ -148,7 +148,7 @@ def test_resume_after_partial_runs_gives_identical_bytes(plates, prepared, tmp_p
     # A finished dataset is recognised, and a different setup is refused.
     assert prepare(plates, target, options=_opts()).n_cells == done.n_cells
     with pytest.raises(DataError, match="other inputs or options"):
-        prepare(plates, target, options=_opts(crop_size=16))
+        prepare(plates, target, options=_opts(crop_size=48))
 
 
 def test_cluster_jobs_merge_when_last_part_lands(plates, prepared, tmp_path):
@@ -197,3 +197,33 @@ def test_cli_prepare_prints_summary_and_errors(plates, tmp_path):
     assert info["n_image_sets"] == 4 and len(info["shards"]) == 2
     res = runner.invoke(cli, ["prepare", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d")])
     assert res.exit_code == 1 and "Error:" in res.output and "nowhere" in res.output
+
+
+def test_crops_cut_by_the_border_say_so_and_suggest_a_size_that_fits(plates, tmp_path):
+    import re
+
+    out = tmp_path / "big"
+    with pytest.raises(DataError, match=r"found \d+ cells .* cut by the image border; "
+                                        r"--crop-size \d+ keeps") as err:
+        prepare(plates, out, options=_opts(crop_size=128, limit=6))
+    size = int(re.search(r"--crop-size (\d+)", str(err.value)).group(1))
+    assert size in shards.CROP_SIZES and size < 128
+    # the failed run wrote nothing, so it does not block a retry with other options
+    assert not (out / ".parts").exists() and not (out / "dataset.json").exists()
+    result = prepare(plates, out, options=_opts(crop_size=size, limit=6))
+    assert result.complete and result.n_cells > 0
+
+
+@pytest.mark.parametrize("size", [40, 16, 144])
+def test_crop_sizes_the_networks_cannot_take_are_refused_up_front(plates, tmp_path, size):
+    with pytest.raises(DataError, match=f"crop size {size} must be a multiple of 16 from 32 to 128"):
+        prepare(plates, tmp_path / "x", options=_opts(crop_size=size))
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_run_that_failed_before_any_part_does_not_block_other_options(plates, tmp_path):
+    out = tmp_path / "s"
+    parts = out / ".parts"
+    parts.mkdir(parents=True)
+    (parts / "state.json").write_text(json.dumps({"fingerprint": "from-an-earlier-try"}))
+    assert prepare(plates, out, options=_opts(limit=4)).complete

@@ -228,3 +228,89 @@ def test_bigan_export_has_an_encode_signature_for_a_fresh_client(shards, tmp_pat
     assert rep["recon_shape"] == [3, CROP, CROP, 3]
     assert {"encode", "serving_default", "serve_uint8"} <= set(rep["signatures"])
     assert f"expected images of shape [None, {CROP}, {CROP}, 3]" in rep["small"]
+
+
+# ------------------------------------------------------------------ weak treatment labels
+
+COMPOUNDS = ["taxol", "DMSO", "AZ138"]
+
+
+@pytest.fixture(scope="module")
+def labelled_shards(tmp_path_factory):
+    return write_tiny_shards(tmp_path_factory.mktemp("labelled") / "shards", compounds=COMPOUNDS)
+
+
+def test_weak_labels_number_sorted_treatments_and_refuse_a_single_one(labelled_shards, tmp_path):
+    from cytogan_tf.data.labels import weak_labels
+
+    weak = weak_labels(labelled_shards, "treatment")
+    assert weak.classes == ["AZ138@1", "DMSO@1", "taxol@1"]
+    want = [weak.classes.index(f"{COMPOUNDS[i % 3]}@1") for i in weak.cell_ids]
+    np.testing.assert_array_equal(weak.labels, want)
+    assert weak_labels(labelled_shards, "compound").classes == sorted(COMPOUNDS)
+    one = write_tiny_shards(tmp_path / "one", n_cells=4, compounds=["DMSO"])
+    with pytest.raises(ConfigError, match="needs at least 2 treatments.*DMSO@1"):
+        weak_labels(one, "treatment")
+
+
+def test_labelled_batches_carry_each_cells_own_treatment(labelled_shards):
+    from cytogan_tf.data.labels import weak_labels
+    from cytogan_tf.data.pipeline import make_dataset
+
+    weak = weak_labels(labelled_shards, "treatment")
+    plain = make_dataset(labelled_shards, 8, with_metadata=True)
+    ids = np.concatenate([b["cell_id"].numpy() for b in plain])
+    pairs = list(make_dataset(labelled_shards, 8, shuffle=False, repeat=False, labels=weak,
+                              drop_remainder=False))
+    labels = np.concatenate([y.numpy() for _, y in pairs])
+    assert pairs[0][0].shape == (8, CROP, CROP, 3)
+    of_cell = dict(zip(weak.cell_ids, weak.labels))
+    np.testing.assert_array_equal(labels, [of_cell[i] for i in ids])
+    assert len(set(labels.tolist())) == 3
+
+
+def test_class_head_learns_treatments_the_images_show():
+    gan = build_gan({"arch": "lsgan", **TINY, "readout": "multiscale", "weak_labels": "treatment",
+                     "n_classes": 2, "weak_weight": 1.0}, seed=0)
+    gan.compile(*make_optimizers({**OPT, "d_lr": 3e-3}))
+    labels = tf.constant([0, 1] * 4, tf.int64)
+    x = tf.where(tf.reshape(labels, [-1, 1, 1, 1]) == 0, -0.8, 0.6) + 0.05 * _images(8)
+    losses_seen = [float(gan.train_step((x, labels))["class_loss"]) for _ in range(25)]
+    assert all(math.isfinite(v) for v in losses_seen)
+    assert losses_seen[-1] < 0.5 * losses_seen[0], losses_seen
+    head = gan.class_head.trainable_variables
+    assert head and all(any(h is v for v in gan.d_variables) for h in head)
+    with pytest.raises(ValueError, match="needs \\(images, labels\\)"):
+        gan.train_step(x)
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"weak_labels": "moa"}, "model.weak_labels"),
+    ({"weak_labels": "treatment"}, "model.n_classes"),
+    ({"weak_labels": "treatment", "n_classes": 3, "weak_weight": -1}, "model.weak_weight"),
+])
+def test_bad_weak_label_options_are_config_errors(extra, message):
+    with pytest.raises(ConfigError, match=message):
+        build_gan({"arch": "lsgan", **TINY, **extra})
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_gan({"arch": "began", **TINY, "weak_labels": "treatment", "n_classes": 3})
+
+
+def test_weak_label_run_records_its_classes_resumes_and_exports(labelled_shards, tmp_path):
+    run = tmp_path / "run"
+    cfg = _config("lsgan", augment="diff", ssl="contrastive", readout="multiscale",
+                  weak_labels="treatment")
+    kw = dict(precision="float32", seed=1, sample_every=2, checkpoint_every=2, verbose=0)
+    train(cfg, labelled_shards, run, steps=2, **kw)
+    assert json.loads((run / "labels.json").read_text())["classes"] == ["AZ138@1", "DMSO@1", "taxol@1"]
+    assert "n_classes = 3" in (run / "config.toml").read_text()
+    result = train(cfg, labelled_shards, run, steps=4, resume=True, **kw)
+    assert result.step == 4 and math.isfinite(result.metrics["class_loss"])
+    assert math.isfinite(result.metrics["ssl_loss"])
+    restored = load_run(run).gan.class_head.get_weights()
+    assert any(np.abs(w).sum() > 0 for w in restored)
+    paths = export_run(run, "weak", tmp_path / "exported")
+    assert read_export_metadata(paths["encoder"])["encoder_dim"] == multiscale_dim(TINY_WIDTHS)
+    other = write_tiny_shards(tmp_path / "two", compounds=["a", "b"])
+    with pytest.raises(ConfigError, match="n_classes"):
+        train(cfg, other, run, steps=6, resume=True, **kw)

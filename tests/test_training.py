@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from cytogan_tf.config import load_config
-from cytogan_tf.errors import ConfigError, TrainingDivergedError
+from cytogan_tf.errors import ConfigError, DataError, TrainingDivergedError
 from cytogan_tf.grids import grid_pixel_size
 from cytogan_tf.training import load_run, train
 
@@ -140,3 +140,22 @@ def test_train_cli_takes_the_crop_size_from_the_shards_and_stores_its_options(sh
                                    "--steps", "3", "--quiet"])
     assert res.exit_code == 0, res.output
     assert len(list((run / "samples").glob("*.png"))) == 3  # resume kept --sample-every 1
+
+
+@pytest.mark.parametrize("damage", ["cut", "flip"])
+def test_damaged_shard_is_named_and_the_failed_run_does_not_block_a_retry(tmp_path, damage):
+    data = write_tiny_shards(tmp_path / "shards")
+    path = data / "shard-00001-of-00002.tfrecord"
+    good = path.read_bytes()
+    if damage == "cut":
+        path.write_bytes(good[: len(good) // 2 + 7])  # mid-record: tf.data would read it as EOF
+    else:
+        bad = bytearray(good)
+        bad[-10] ^= 0xFF  # inside the last record's payload: a CRC mismatch
+        path.write_bytes(bytes(bad))
+    run = tmp_path / "run"
+    with pytest.raises(DataError, match=path.name):
+        train(tiny_config(), data, run, steps=8, precision="float32", verbose=0)
+    path.write_bytes(good)
+    result = train(tiny_config(), data, run, steps=2, precision="float32", verbose=0)
+    assert result.step == 2

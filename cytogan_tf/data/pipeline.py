@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from ..errors import DataError
-from .shards import parse_batch, read_dataset_info, shard_paths
+from .shards import check_framing, parse_batch, read_dataset_info, shard_paths
 
 SCALES = ("tanh", "unit", "uint8")
 DEFAULT_SHUFFLE_BUFFER = 8192
@@ -23,7 +23,7 @@ def count_cells(shards_dir: str | os.PathLike) -> int:
 
 def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=None,
                  repeat=True, with_metadata=False, drop_remainder=True, scale="tanh",
-                 shuffle_buffer=None):
+                 shuffle_buffer=None, labels=None):
     """Batches of crops from a shards directory.
 
     Without metadata: image tensors [B,H,W,3] (`scale`: "tanh" float32 in [-1,1],
@@ -32,6 +32,8 @@ def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=No
     Profiling needs every cell exactly once in a stable order, so `with_metadata=True`
     turns off shuffle, augmentation and repeat and keeps the last partial batch.
     With `seed` set the stream (order and augmentation) is identical run to run.
+    `labels` (a `data.labels.WeakLabels`) makes training batches (images, class index)
+    pairs, the index looked up from each record's cell_id.
     """
     import tensorflow as tf
 
@@ -46,6 +48,10 @@ def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=No
     crop = int(info["crop_size"])
     n_channels = len(info["channels"])
     _check_first_record(paths, crop, n_channels)
+    for path in paths:
+        # tf.data reads a cut-off last record as a clean end of file: check the framing
+        # up front (one 8-byte read per record) so a truncated shard is named, not skipped.
+        check_framing(path)
     if with_metadata:
         shuffle, augment, repeat, drop_remainder = False, False, False, False
 
@@ -70,8 +76,16 @@ def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=No
         records = records.repeat()
     batches = records.batch(int(batch_size), drop_remainder=drop_remainder)
 
+    table = None
+    if labels is not None and not with_metadata:
+        from .labels import label_table
+        table = label_table(labels)
+
     def parse(serialized):
-        return parse_batch(serialized, crop, n_channels, with_metadata=with_metadata)
+        d = parse_batch(serialized, crop, n_channels, with_metadata=with_metadata or table is not None)
+        if table is not None:
+            return {"image": d["image"], "label": table.lookup(d["cell_id"])}
+        return d
 
     ds = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if augment:
@@ -87,6 +101,8 @@ def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=No
         img = _rescale(d["image"], scale)
         if with_metadata:
             return {**d, "image": img}
+        if table is not None:
+            return img, d["label"]
         return img
 
     ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

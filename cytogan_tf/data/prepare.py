@@ -27,8 +27,6 @@ import json
 import logging
 import os
 import shutil
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -107,8 +105,9 @@ class PrepareOptions:
         return cls(segment=SegmentParams.from_config(section), **values)
 
     def validate(self) -> None:
-        if self.crop_size < 8 or self.crop_size % 2:
-            raise DataError(f"crop size must be even and >= 8, got {self.crop_size}")
+        problem = shards.crop_size_problem(self.crop_size)
+        if problem is not None:
+            raise DataError(f"crop size {problem}")
         if self.shards_count < 1:
             raise DataError(f"shards count must be >= 1, got {self.shards_count}")
         if self.workers < 1:
@@ -270,10 +269,13 @@ def _load_or_make_state(parts: Path, plan, fingerprint, rows, options, load_skip
             state = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(f"{path}: unreadable prepare state ({exc}); delete {parts} to start over") from None
-        if state.get("fingerprint") != fingerprint:
+        if state.get("fingerprint") == fingerprint:
+            return state
+        if any(parts.glob("part-*.tfrecord")):
             raise DataError(f"{parts.parent}: holds a prepare run with different inputs or "
                             f"options; use a new --out or delete {parts}")
-        return state
+        # The earlier run failed before finishing any part: nothing to keep, start afresh.
+        shutil.rmtree(parts, ignore_errors=True)
     parts.mkdir(parents=True, exist_ok=True)
     normalization, norm_skipped = _compute_normalization(rows, options)
     state = {"fingerprint": fingerprint, "plan": plan, "rows": rows,
@@ -320,11 +322,11 @@ def _compute_normalization(rows, options) -> tuple[dict, list]:
                 skipped.append(str(exc))
         return good
 
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     per_plate = {}
-    for plate in tqdm(sorted(plates), desc="normalisation", unit="plate", file=sys.stderr,
-                      disable=not options.progress):
+    for plate in progress_bar(sorted(plates), desc="normalisation", unit="plate",
+                              enabled=options.progress):
         imgs = sample(plates[plate])
         if imgs:  # else every image of the plate is bad or saturated: all get skipped later
             per_plate[plate] = normalize.channel_ranges(imgs, options.percentiles)
@@ -402,6 +404,7 @@ def process_image_set(task: dict) -> dict:
     h, w = image.shape[:2]
     half = crop // 2
     out_crops, out_cells = [], []
+    fits = _crop_fits(centres, h, w)
     for lab, (x, y) in zip(labels, centres):
         r0, c0 = int(round(y)) - half, int(round(x)) - half
         if r0 < 0 or c0 < 0 or r0 + crop > h or c0 + crop > w:
@@ -412,7 +415,21 @@ def process_image_set(task: dict) -> dict:
         out_crops.append(patch)
         out_cells.append((int(lab), float(x), float(y)))
     crops = np.stack(out_crops) if out_crops else np.zeros((0, crop, crop, 3), np.uint8)
-    return {"status": "ok", "crops": crops, "cells": out_cells}
+    return {"status": "ok", "crops": crops, "cells": out_cells, "found": len(labels), "fits": fits}
+
+
+def _crop_fits(centres, h: int, w: int) -> dict:
+    """For each allowed crop size, how many of these cells a crop of it keeps whole in
+    the image (to suggest a crop size when the chosen one is cut by the border)."""
+    out = {}
+    for size in shards.CROP_SIZES:
+        half = size // 2
+        n = 0
+        for x, y in centres:
+            r0, c0 = int(round(y)) - half, int(round(x)) - half
+            n += r0 >= 0 and c0 >= 0 and r0 + size <= h and c0 + size <= w
+        out[str(size)] = int(n)
+    return out
 
 
 def _named_file(message: str, row: Mapping) -> str:
@@ -448,7 +465,7 @@ def _clean_stale_temps(parts: Path) -> None:
 
 
 def _make_parts(parts, todo, blocks, rows, state, objects, options) -> None:
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     opts = {"crop_size": options.crop_size, "mask": options.mask, "skip_bad": options.skip_bad,
             "saturation_fraction": options.saturation_fraction,
@@ -464,15 +481,15 @@ def _make_parts(parts, todo, blocks, rows, state, objects, options) -> None:
                 "points": points}
 
     tasks = [task(i) for k in todo for i in blocks[k]]
-    bar = tqdm(total=len(tasks), desc="prepare", unit="image", file=sys.stderr,
-               disable=not options.progress)
+    bar = progress_bar(total=len(tasks), desc="prepare", unit="image", enabled=options.progress)
     pool = None
     try:
         if options.workers > 1 and len(tasks) > 1:
-            import multiprocessing as mp
+            from ..workers import process_pool
 
-            # forkserver: workers never inherit a parent that has TensorFlow's threads.
-            pool = ProcessPoolExecutor(options.workers, mp_context=mp.get_context("forkserver"))
+            # forkserver: workers never inherit a parent that has TensorFlow's threads;
+            # they exit by themselves if this process is killed.
+            pool = process_pool(options.workers, "forkserver")
             results = pool.map(process_image_set, tasks, chunksize=1)
         else:
             results = map(process_image_set, tasks)
@@ -490,8 +507,13 @@ def _write_part(parts: Path, k: int, block, rows) -> None:
     skipped, records = [], []
     cols: dict[str, list] = {"row": [], "Metadata_ObjectNumber": [], "Location_Center_X": [],
                              "Location_Center_Y": []}
-    zero = 0
+    zero = found = 0
+    fits: dict[str, int] = {}
     for i, res in block:
+        if res["status"] == "ok":
+            found += res.get("found", len(res["cells"]))
+            for size, n in res.get("fits", {}).items():
+                fits[size] = fits.get(size, 0) + n
         if res["status"] != "ok":
             skipped.append({"file": res["file"], "reason": res["reason"]})
             log.warning("%s", res["reason"])
@@ -508,7 +530,7 @@ def _write_part(parts: Path, k: int, block, rows) -> None:
             records.append(shards.serialize_cell(crop, _example_meta(row, local, x, y)))
     js, rec = _part_paths(parts, k)
     atomic_write_json(js, {"cells": cols, "skipped": skipped, "zero_cell_images": zero,
-                           "n_image_sets": len(block)})
+                           "n_image_sets": len(block), "found": found, "fits": fits})
     shards.write_shard(rec, records)  # written last: its presence marks the part done
 
 
@@ -548,9 +570,19 @@ def _merge(out: Path, state: dict, options: PrepareOptions) -> PrepareResult:
     total = int(sum(counts))
     skipped = state["load_skipped"] + [s for p in summaries for s in p["skipped"]]
     n_images = len(rows)
+    found = int(sum(s.get("found", 0) for s in summaries))
     if total == 0:
+        # Nothing worth keeping: drop the parts so a retry with other options can start.
+        shutil.rmtree(parts, ignore_errors=True)
+        if found:
+            raise DataError(f"{plan['source']}: found {found} cells in {n_images} image sets but "
+                            f"every {plan['crop_size']} px crop around them is cut by the image "
+                            f"border; {_suggest_crop(summaries, found)}")
         raise DataError(f"{plan['source']}: no cells found in any of {n_images} image sets"
                         + (f" ({len(skipped)} skipped)" if skipped else ""))
+    if found and total < 0.5 * found:
+        log.warning("the %d px crop keeps only %d of %d cells found (the rest touch the image "
+                    "border); %s", plan["crop_size"], total, found, _suggest_crop(summaries, found))
 
     names = [shards.shard_name(k, n_shards) for k in range(n_shards)]
     offset = 0
@@ -596,6 +628,21 @@ def _merge(out: Path, state: dict, options: PrepareOptions) -> PrepareResult:
     shards.write_dataset_info(out, info)  # last: its presence means the dataset is complete
     shutil.rmtree(parts, ignore_errors=True)
     return _result_from_info(out, info)
+
+
+def _suggest_crop(summaries, found: int) -> str:
+    """The largest allowed crop size that keeps at least half the cells found."""
+    fits = {int(k): 0 for k in shards.CROP_SIZES}
+    for s in summaries:
+        for size, n in s.get("fits", {}).items():
+            fits[int(size)] = fits.get(int(size), 0) + int(n)
+    good = [size for size, n in sorted(fits.items()) if n >= 0.5 * found]
+    if good:
+        return f"--crop-size {good[-1]} keeps {fits[good[-1]]} of them"
+    best = max(fits, key=lambda size: (fits[size], -size))
+    if fits[best]:
+        return f"--crop-size {best} keeps the most ({fits[best]})"
+    return f"the images are too small for the smallest crop size ({shards.CROP_SIZES[0]} px)"
 
 
 def _metadata_columns(rows) -> list[str]:

@@ -31,6 +31,19 @@ FLOAT_FEATURES = ("concentration", "center_x", "center_y")
 METADATA_FEATURES = ("cell_id", "plate", "well", "compound", "moa", "concentration", "site",
                      "center_x", "center_y")
 
+# The crop sizes the GAN networks take (four stride-2 stages from a 4x4 or larger start);
+# prepare refuses others up front rather than letting train refuse the shards later.
+CROP_SIZES = tuple(range(32, 129, 16))
+
+
+def crop_size_problem(size) -> str | None:
+    """Why `size` cannot be a crop size, or None when it can."""
+    if isinstance(size, bool) or not isinstance(size, int) or size not in CROP_SIZES:
+        return (f"{size!r} must be a multiple of 16 from {CROP_SIZES[0]} to {CROP_SIZES[-1]} "
+                f"({', '.join(map(str, CROP_SIZES))})")
+    return None
+
+
 _SHARD_RE = re.compile(r"^shard-(\d{5})-of-(\d{5})\.tfrecord$")
 
 
@@ -302,6 +315,24 @@ def verify_shards(shards_dir: str | os.PathLike) -> int:
         raise DataError(f"{Path(shards_dir) / DATASET_JSON}: n_cells={info['n_cells']} "
                         f"but the shards hold {n} records")
     return n
+
+
+def locate_bad_shard(shards_dir: str | os.PathLike, exc: BaseException) -> DataError:
+    """The DataError to raise for a tf.data read error `exc` on `shards_dir`.
+
+    Inside a tf.data graph a truncated or corrupt record surfaces without its file name;
+    re-reading each shard's framing and records finds which one it is.
+    """
+    try:
+        paths = shard_paths(shards_dir)
+    except DataError as err:
+        return err
+    for path in paths:
+        try:
+            count_records(path)
+        except DataError as err:
+            return DataError(f"{err}; re-run prepare for this dataset (or restore the file)")
+    return DataError(f"{shards_dir}: a shard failed to read ({_describe(exc)})")
 
 
 def _describe(exc: BaseException) -> str:

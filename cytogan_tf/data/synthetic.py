@@ -514,7 +514,7 @@ def batch_response(seed: int, week: int, moa: str, phenotypes: str = "demo") -> 
 def simulate_plates(out: str | os.PathLike, settings: SynthSettings | None = None, progress: bool = True) -> dict:
     """Write a simulated plate set to `out` (a new or empty directory); return a summary."""
     import tifffile
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     s = (settings or SynthSettings()).validate()
     out = Path(out)
@@ -529,8 +529,8 @@ def simulate_plates(out: str | os.PathLike, settings: SynthSettings | None = Non
     image_rows, cell_rows = [], []
     jobs = [(w, site) for w in wells for site in range(1, s.sites + 1)]
     with atomic_directory(out) as tmp:
-        for number, (w, site) in enumerate(tqdm(jobs, desc="synth images", unit="img",
-                                                 disable=not progress), start=1):
+        for number, (w, site) in enumerate(progress_bar(jobs, desc="synth images", unit="img",
+                                                         enabled=progress), start=1):
             rng = np.random.default_rng([s.seed, 303, number])
             uid = str(uuid.UUID(bytes=rng.bytes(16), version=4)).upper()
             t = w.treatment

@@ -18,10 +18,14 @@ _COMMON_KEYS = {"arch", "image_size", "latent_dim", "encoder_dim", "widths", "up
                 "augment"}
 # Contrastive self-supervision of D (models/ssl_head.py): archs whose D has a trunk.
 _SSL_KEYS = {"ssl", "ssl_weight", "ssl_temperature"}
+# Weak treatment labels (data/labels.py, models/class_head.py); `train` sets n_classes
+# from the shards.
+_WEAK_KEYS = {"weak_labels", "weak_weight", "n_classes"}
+_D_HEAD_KEYS = _SSL_KEYS | _WEAK_KEYS
 _ARCH_KEYS = {
-    "dcgan": _SSL_KEYS,
-    "lsgan": _SSL_KEYS,
-    "wgan": {"n_critic", "gp_weight", "critic_norm"} | _SSL_KEYS,
+    "dcgan": _D_HEAD_KEYS,
+    "lsgan": _D_HEAD_KEYS,
+    "wgan": {"n_critic", "gp_weight", "critic_norm"} | _D_HEAD_KEYS,
     "began": {"gamma", "lambda_k", "k_init"},
     "bigan": set(),
 }
@@ -44,11 +48,11 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
     _check(arch in ARCHS, f"model.arch: unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
     unknown = set(cfg) - _COMMON_KEYS - _ARCH_KEYS[arch]
     _check(not unknown, f"model: unknown key(s) {', '.join(sorted(unknown))} for arch {arch!r}")
+    from ..data.shards import crop_size_problem
+
     image_size = cfg.get("image_size", 64)
-    _check(
-        isinstance(image_size, int) and image_size % 16 == 0 and 32 <= image_size <= 128,
-        f"model.image_size: {image_size!r} must be a multiple of 16 from 32 to 128",
-    )
+    problem = crop_size_problem(image_size)
+    _check(problem is None, f"model.image_size: {problem}")
     latent_dim = cfg.get("latent_dim", 100)
     encoder_dim = cfg.get("encoder_dim", 100)
     for key, val in (("latent_dim", latent_dim), ("encoder_dim", encoder_dim)):
@@ -101,6 +105,18 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     temp = cfg.get("ssl_temperature", 0.2)
     _check(isinstance(temp, (int, float)) and not isinstance(temp, bool) and temp > 0,
            f"model.ssl_temperature: {temp!r} must be a positive number")
+    from ..data.labels import LABEL_KINDS
+
+    weak = cfg.get("weak_labels", "none")
+    _check(weak == "none" or weak in LABEL_KINDS,
+           f"model.weak_labels: {weak!r} must be one of none, {', '.join(LABEL_KINDS)}")
+    weight = cfg.get("weak_weight", 1.0)
+    _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0,
+           f"model.weak_weight: {weight!r} must be a non-negative number")
+    n_classes = cfg.get("n_classes", 0)
+    _check(weak == "none" or (isinstance(n_classes, int) and n_classes >= 2),
+           f"model.n_classes: {n_classes!r}; weak_labels={weak} needs the number of classes "
+           f"(train sets it from the shards' cell table)")
 
 
 def _model_class(arch: str):

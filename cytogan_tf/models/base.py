@@ -1,8 +1,9 @@
 """BaseGAN: the keras.Model every architecture subclasses.
 
 `fit()` drives the custom `train_step`, so steps_per_execution, callbacks and
-tf.distribute come from Keras. A subclass implements `_train_step(real) -> dict` of
-per-replica float32 scalars and declares `metric_names`.
+tf.distribute come from Keras. A subclass implements `_train_step(real, labels) -> dict`
+of per-replica float32 scalars and declares `metric_names`; `labels` is None unless the
+model trains with weak treatment labels.
 
 Distribution: losses are means over the replica's batch; `_apply` divides them by the
 number of replicas before differentiating because Keras' optimizer sums gradients across
@@ -45,6 +46,9 @@ class BaseGAN(keras.Model):
         ssl: str = "none",
         ssl_weight: float = 1.0,
         ssl_temperature: float = 0.2,
+        weak_labels: str = "none",
+        weak_weight: float = 1.0,
+        n_classes: int = 0,
     ):
         super().__init__(name=name or arch)
         self.generator = generator
@@ -73,7 +77,21 @@ class BaseGAN(keras.Model):
             if trunk is None:
                 raise ValueError(f"{arch}: the contrastive head needs a discriminator trunk")
             self.ssl_head = build_projection_head(int(trunk.outputs[1].shape[-1]))
-        names = self.metric_names + (("ssl_loss",) if self.ssl_head is not None else ())
+        # Weak supervision (models/class_head.py): a linear treatment classifier on the
+        # same pooled features, trained with the discriminator on real cells.
+        self.weak_labels = weak_labels
+        self.weak_weight = float(weak_weight)
+        self.n_classes = int(n_classes)
+        self.class_head = None
+        if weak_labels != "none":
+            from .class_head import build_class_head
+            if trunk is None:
+                raise ValueError(f"{arch}: weak labels need a discriminator trunk")
+            if self.n_classes < 2:
+                raise ValueError(f"{arch}: weak labels need n_classes >= 2, got {n_classes}")
+            self.class_head = build_class_head(int(trunk.outputs[1].shape[-1]), self.n_classes)
+        names = (self.metric_names + (("ssl_loss",) if self.ssl_head is not None else ())
+                 + (("class_loss",) if self.class_head is not None else ()))
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.g_optimizer = None
         self.d_optimizer = None
@@ -111,12 +129,16 @@ class BaseGAN(keras.Model):
 
     @property
     def d_variables(self):
-        extra = self.ssl_head.trainable_variables if self.ssl_head is not None else []
-        return list(self.discriminator.trainable_variables) + list(extra)
+        extra = [v for head in self._d_heads().values() for v in head.trainable_variables]
+        return list(self.discriminator.trainable_variables) + extra
+
+    def _d_heads(self) -> dict:
+        heads = {"ssl_head": self.ssl_head, "class_head": self.class_head}
+        return {k: h for k, h in heads.items() if h is not None}
 
     def extra_networks(self) -> dict:
         """Trained networks outside generator and discriminator (checkpointed too)."""
-        return {"ssl_head": self.ssl_head} if self.ssl_head is not None else {}
+        return self._d_heads()
 
     def warm_up(self, images, z):
         """One forward pass of every network, so all variables exist before a restore."""
@@ -145,13 +167,16 @@ class BaseGAN(keras.Model):
     def train_step(self, data):
         if self.g_optimizer is None:
             raise RuntimeError("call gan.compile(g_optimizer, d_optimizer) before training")
-        images = _images_of(data)
-        values = self._train_step(tf.cast(images, tf.float32))
+        images, labels = _images_and_labels(data)
+        if self.class_head is not None and labels is None:
+            raise ValueError(f"{self.arch}: weak_labels={self.weak_labels} needs (images, labels) "
+                             "batches (make_dataset(labels=...))")
+        values = self._train_step(tf.cast(images, tf.float32), labels)
         for name, value in values.items():
             self.trackers[name].update_state(value)
         return {name: t.result() for name, t in self.trackers.items()}
 
-    def _train_step(self, real):  # pragma: no cover - abstract
+    def _train_step(self, real, labels=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _adversarial_update(self, real, z, losses_of, g_loss_of):
@@ -214,23 +239,41 @@ class BaseGAN(keras.Model):
             seed = seed + tf.stack([tf.cast(ctx.replica_id_in_sync_group, seed.dtype) * 7919, 0])
         return seed
 
-    def _discriminate(self, real, fake):
+    def _discriminate(self, real, fake, labels=None):
         """D's outputs on (augmented) real and fake batches in one pass, plus the
-        self-supervised loss: (real_out, fake_out, ssl_loss or None). With a contrastive
-        head a second augmented view of the real batch joins the pass."""
+        representation losses: (real_out, fake_out, {name: loss}), the dict holding
+        "ssl_loss" with a contrastive head (a second augmented view of the real batch
+        then joins the pass) and "class_loss" with weak labels. Add them to D's loss
+        with `_representation_loss`."""
         real_a, fake_a = self._augmented(real), self._augmented(fake)
-        if self.ssl_head is None:
+        if not self._d_heads():
             out = self.discriminator(tf.concat([real_a, fake_a], axis=0), training=True)
             real_out, fake_out = tf.split(out, 2, axis=0)
-            return real_out, fake_out, None
+            return real_out, fake_out, {}
         from .. import losses
-        real_b = self._augmented(real)
-        logits, pooled = self.trunk(tf.concat([real_a, fake_a, real_b], axis=0), training=True)
-        real_out, fake_out, _ = tf.split(logits, 3, axis=0)
-        feats_a, _, feats_b = tf.split(pooled, 3, axis=0)
-        proj = self.ssl_head(tf.concat([feats_a, feats_b], axis=0), training=True)
-        proj_a, proj_b = tf.split(proj, 2, axis=0)
-        return real_out, fake_out, losses.contrastive_loss(proj_a, proj_b, self.ssl_temperature)
+        views = [real_a, fake_a] + ([self._augmented(real)] if self.ssl_head is not None else [])
+        logits, pooled = self.trunk(tf.concat(views, axis=0), training=True)
+        logits, pooled = tf.split(logits, len(views), axis=0), tf.split(pooled, len(views), axis=0)
+        real_feats = [pooled[0]] + pooled[2:]  # every real view, fakes left out
+        extra = {}
+        if self.ssl_head is not None:
+            proj = self.ssl_head(tf.concat(real_feats, axis=0), training=True)
+            proj_a, proj_b = tf.split(proj, 2, axis=0)
+            extra["ssl_loss"] = losses.contrastive_loss(proj_a, proj_b, self.ssl_temperature)
+        if self.class_head is not None:
+            class_logits = self.class_head(tf.concat(real_feats, axis=0), training=True)
+            extra["class_loss"] = losses.classification_loss(
+                class_logits, tf.tile(labels, [len(real_feats)]))
+        return logits[0], logits[1], extra
+
+    def _representation_loss(self, extra: dict):
+        """The weighted sum of `_discriminate`'s representation losses (0 without any)."""
+        total = tf.constant(0.0, tf.float32)
+        if "ssl_loss" in extra:
+            total += self.ssl_weight * extra["ssl_loss"]
+        if "class_loss" in extra:
+            total += self.weak_weight * extra["class_loss"]
+        return total
 
     def extra_state(self) -> dict:
         """State outside the networks' weights that a checkpoint must also hold
@@ -244,10 +287,11 @@ def _loss_scaled(opt):
     return keras.optimizers.LossScaleOptimizer(opt, name=f"{opt.name}_loss_scale")
 
 
-def _images_of(data):
-    """fit() hands over a batch, a 1-tuple (x,), or a pipeline dict with "image"."""
+def _images_and_labels(data):
+    """fit() hands over a batch, a 1-tuple (x,), an (x, labels) pair, or a pipeline dict
+    with "image" (and "label")."""
     if isinstance(data, dict):
-        return data["image"]
+        return data["image"], data.get("label")
     if isinstance(data, (tuple, list)):
-        return data[0]
-    return data
+        return data[0], (data[1] if len(data) > 1 else None)
+    return data, None

@@ -51,7 +51,7 @@ class BEGAN(BaseGAN):
         return (losses.began_reconstruction_loss(real, real_recon),
                 losses.began_reconstruction_loss(fake, fake_recon))
 
-    def _train_step(self, real):
+    def _train_step(self, real, labels=None):  # no weak-label option
         z = self._noise(tf.shape(real)[0])
         k = tf.identity(self.k_t)
 

@@ -93,7 +93,7 @@ class BiGAN(BaseGAN):
         latents = tf.concat([tf.cast(z_real, tf.float32), tf.cast(z, tf.float32)], axis=0)
         return tf.split(self.discriminator([images, latents], training=True), 2, axis=0)
 
-    def _train_step(self, real):
+    def _train_step(self, real, labels=None):  # no weak-label option
         def losses_of(real, fake):
             real_logits, fake_logits = self._pair_logits(real, fake, z)
             d_loss = losses.dcgan_discriminator_loss(real_logits, fake_logits)

@@ -24,7 +24,8 @@ class DCGAN(BaseGAN):
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch,
                            readout="hidden", **representation):
-        """`representation`: augment, ssl, ssl_weight, ssl_temperature where configured."""
+        """`representation`: augment, ssl, ssl_weight, ssl_temperature, weak_labels,
+        weak_weight, n_classes where configured."""
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         disc, enc, trunk = build_discriminator_with_encoder(image_size, widths, encoder_dim,
                                                             norm="none", readout=readout)
@@ -32,20 +33,15 @@ class DCGAN(BaseGAN):
                    encoder_dim=encoder_dim, seed=seed, update=update, trunk=trunk,
                    **representation)
 
-    def _train_step(self, real):
+    def _train_step(self, real, labels=None):
         def losses_of(real, fake):
-            real_logits, fake_logits, ssl_loss = self._discriminate(real, fake)
-            d_loss = self.d_loss_fn(real_logits, fake_logits)
-            if ssl_loss is not None:
-                d_loss = d_loss + self.ssl_weight * ssl_loss
-            return d_loss, self.g_loss_fn(fake_logits), ssl_loss
+            real_logits, fake_logits, extra = self._discriminate(real, fake, labels)
+            d_loss = self.d_loss_fn(real_logits, fake_logits) + self._representation_loss(extra)
+            return d_loss, self.g_loss_fn(fake_logits), extra
 
         def g_loss_of(fake):
             return self.g_loss_fn(self.discriminator(self._augmented(fake), training=True))
 
         z = self._noise(tf.shape(real)[0])
-        d_loss, g_loss, ssl_loss = self._adversarial_update(real, z, losses_of, g_loss_of)
-        out = {"d_loss": d_loss, "g_loss": g_loss}
-        if ssl_loss is not None:
-            out["ssl_loss"] = ssl_loss
-        return out
+        d_loss, g_loss, extra = self._adversarial_update(real, z, losses_of, g_loss_of)
+        return {"d_loss": d_loss, "g_loss": g_loss, **extra}

@@ -28,24 +28,22 @@ class WGANGP(BaseGAN):
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update,
                            arch, critic_norm="layer", readout="hidden", **options):
         """`options`: n_critic, gp_weight and the representation options (augment, ssl,
-        ssl_weight, ssl_temperature) where the config sets them."""
+        ssl_weight, ssl_temperature, weak_labels, weak_weight, n_classes) where set."""
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         disc, enc, trunk = build_discriminator_with_encoder(image_size, widths, encoder_dim,
                                                             norm=critic_norm, readout=readout)
         return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
                    encoder_dim=encoder_dim, seed=seed, update=update, trunk=trunk, **options)
 
-    def _critic_losses(self, real, fake):
-        real_scores, fake_scores, ssl_loss = self._discriminate(real, fake)
+    def _critic_losses(self, real, fake, labels):
+        real_scores, fake_scores, extra = self._discriminate(real, fake, labels)
         alpha = self._noise(tf.shape(real)[0], [1, 1, 1], kind="uniform")
         # The penalty holds D 1-Lipschitz on the (unaugmented) image space.
         gp = losses.gradient_penalty(self.discriminator, real, tf.stop_gradient(fake), alpha,
                                      inner_scale=self._penalty_scale())
         wd = losses.wasserstein_discriminator_loss(real_scores, fake_scores)
-        d_loss = wd + self.gp_weight * gp
-        if ssl_loss is not None:
-            d_loss = d_loss + self.ssl_weight * ssl_loss
-        return d_loss, gp, -wd, fake_scores, ssl_loss
+        d_loss = wd + self.gp_weight * gp + self._representation_loss(extra)
+        return d_loss, gp, -wd, fake_scores, extra
 
     def _penalty_scale(self):
         """Static scale for the penalty's float16 input gradient, or None outside fp16.
@@ -62,7 +60,7 @@ class WGANGP(BaseGAN):
             return None
         return float(self.image_size * self.image_size * 3) ** 0.5
 
-    def _train_step(self, real):
+    def _train_step(self, real, labels=None):
         batch = tf.shape(real)[0]
         simultaneous = self.update == "simultaneous"
         for i in range(self.n_critic):  # unrolled in the graph; n_critic is small
@@ -70,7 +68,7 @@ class WGANGP(BaseGAN):
             z = self._noise(batch)
             with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
                 fake = self.generator(z, training=True)
-                d_loss, gp, w_dist, fake_scores, ssl_loss = self._critic_losses(real, fake)
+                d_loss, gp, w_dist, fake_scores, extra = self._critic_losses(real, fake, labels)
                 d_scaled = self._scaled(self.d_optimizer, d_loss)
                 if last and simultaneous:
                     g_loss = losses.wasserstein_generator_loss(fake_scores)
@@ -83,7 +81,4 @@ class WGANGP(BaseGAN):
                 g_loss = losses.wasserstein_generator_loss(scores)
                 g_scaled = self._scaled(self.g_optimizer, g_loss)
         self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
-        out = {"d_loss": d_loss, "g_loss": g_loss, "gp": gp, "w_distance": w_dist}
-        if ssl_loss is not None:
-            out["ssl_loss"] = ssl_loss
-        return out
+        return {"d_loss": d_loss, "g_loss": g_loss, "gp": gp, "w_distance": w_dist, **extra}

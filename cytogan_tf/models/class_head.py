@@ -1,0 +1,22 @@
+"""Treatment classifier on the discriminator's pooled features (weak supervision).
+
+Why: see `data/labels.py`. The head is one linear layer, as in a linear probe, so the
+pooled features themselves (what the exported encoder returns) must separate the
+treatments; a deeper head could learn that separation in its own hidden layers and leave
+the features as they were. Discarded at export, like the contrastive head.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def build_class_head(feature_dim: int, n_classes: int):
+    """features [B, feature_dim] -> class logits [B, n_classes], float32."""
+    feats = keras.Input((feature_dim,), name="features", dtype="float32")
+    # Pooled max/average features differ in scale by stage; normalising them lets one
+    # learning rate suit every stage without touching what the encoder exports.
+    x = layers.LayerNormalization(dtype="float32", name="class_norm")(feats)
+    logits = layers.Dense(int(n_classes), dtype="float32", name="class_logits")(x)
+    return keras.Model(feats, logits, name="class_head")
