@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Callable
 
 from .config import apply_overrides, load_config
+from .errors import ConfigError
+from .io_utils import atomic_write_json
+
+DEMO_JSON = "demo.json"  # the seed and preset the plates were simulated with
 
 ARCHS = ("dcgan", "lsgan", "wgan", "began", "bigan")
 
@@ -76,11 +80,14 @@ def run_demo(out, *, arch: str | None = None, seed: int = 0, steps: int | None =
 
     # 1. simulated plates in BBBC021's layout
     def synth():
+        made = {"seed": int(seed), "synth_preset": d["synth_preset"]}
         if (plates / "BBBC021_v1_image.csv").is_file():
+            _check_same_plates(out, made)
             echo(f"   reusing {plates}")
             return
         settings = dataclasses.replace(load_preset(d["synth_preset"]), seed=seed)
         summary = simulate_plates(plates, settings, progress=progress)
+        atomic_write_json(out / DEMO_JSON, made)
         echo("   " + ", ".join(f"{k}={v}" for k, v in summary.items()
                                 if not isinstance(v, (dict, list))))
     stage("synth: simulated BBBC021-layout plates", synth)
@@ -103,13 +110,21 @@ def run_demo(out, *, arch: str | None = None, seed: int = 0, steps: int | None =
         resume = (run_dir / "run.json").is_file()
         result = train(train_cfg, shards, run_dir, steps=total, resume=resume, seed=seed,
                        verbose=1 if progress else 0)
-        echo(f"   step {result.step}, {result.precision}, {result.images_per_second:.0f} img/s")
+        if result.images_per_second > 0:
+            echo(f"   step {result.step}, {result.precision}, {result.images_per_second:.0f} img/s")
+        else:  # nothing left to train: a finished run is reused as it is
+            echo(f"   reusing {run_dir}: already trained to step {result.step} ({result.precision})")
         return result
     stage(f"train: {d['arch']} for {total} steps", fit)
 
     # 4. export the generator and encoder SavedModels (a new version each time)
     def export():
-        return export_run(run_dir, f"{d['export_name']}-{d['arch']}", base_dir=exported)
+        name = f"{d['export_name']}-{d['arch']}"
+        same = _export_of_run(name, exported, run_dir)
+        if same is not None:
+            echo(f"   reusing version {same['generator'].name} (exported from this run's final step)")
+            return same
+        return export_run(run_dir, name, base_dir=exported)
     exp = stage("export: TF Serving SavedModels", export)
     res.paths["generator"], res.paths["encoder"] = Path(exp["generator"]), Path(exp["encoder"])
 
@@ -140,6 +155,42 @@ def run_demo(out, *, arch: str | None = None, seed: int = 0, steps: int | None =
 
     echo("\n" + summary_table(res))
     return res
+
+
+def _check_same_plates(out: Path, made: dict) -> None:
+    """Refuse to reuse plates simulated with another seed or preset (the shards, run and
+    profiles built on them would all belong to the other seed)."""
+    import json
+
+    path = out / DEMO_JSON
+    if not path.is_file():
+        return  # plates from an older demo that did not record its seed: reused as before
+    before = json.loads(path.read_text())
+    if before != made:
+        raise ConfigError(f"{out}: holds a demo made with --seed {before.get('seed')} "
+                          f"(preset {before.get('synth_preset')}); it cannot be reused for "
+                          f"--seed {made['seed']} (preset {made['synth_preset']}). Use another "
+                          f"--out, or delete {out} to start over")
+
+
+def _export_of_run(name: str, exported: Path, run_dir: Path) -> dict | None:
+    """The newest export of `name` if it holds `run_dir`'s latest step, else None."""
+    from .export import list_versions, model_dirs, read_export_metadata
+    from .training import read_run_info
+
+    dirs = model_dirs(name, exported)
+    versions = sorted(set(list_versions(dirs["generator"])) & set(list_versions(dirs["encoder"])))
+    if not versions:
+        return None
+    latest = {k: v / str(versions[-1]) for k, v in dirs.items()}
+    try:
+        meta = read_export_metadata(latest["encoder"])
+        step = int(read_run_info(run_dir)["step"])
+    except Exception:  # an unreadable export or run: export afresh
+        return None
+    if meta.get("step") != step or meta.get("run_dir") != str(run_dir.resolve()):
+        return None
+    return latest
 
 
 def _figures(generator_dir: Path, figures: Path, seed: int) -> dict[str, Path]:
@@ -176,6 +227,7 @@ def summary_table(res: DemoResult) -> str:
         lines.append(f"{key:<22} {path}")
     for label in res.metrics:
         pdir = res.paths[f"profiles_{label}"]
-        lines.append(f"{'confusion_' + label:<22} {pdir / 'confusion_nsc.png'}")
+        for figure in sorted(pdir.glob("*.png")):  # confusion_nsc, confusion_nscb, embedding_pca
+            lines.append(f"{figure.stem + ' ' + label:<22} {figure}")
     lines.append(f"{'total time':<22} {sum(res.seconds.values()):.0f} s")
     return "\n".join(lines)

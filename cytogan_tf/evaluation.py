@@ -35,6 +35,28 @@ def evaluate_table(profiles: pd.DataFrame) -> dict:
             "map": overall_map}
 
 
+def feature_set_name(settings: dict, profiles_dir: Path) -> str:
+    """What the profiles are made of, for figure titles: 'encoder <model>', 'hand-made
+    features' or 'hand-made + encoder <model>'."""
+    features, model = settings.get("features"), settings.get("model")
+    if features == "handcrafted":
+        return "hand-made features"
+    if features == "encoder":
+        return f"encoder {model}" if model else "encoder features"
+    if features == "both":
+        return f"hand-made + encoder {model}" if model else "hand-made + encoder features"
+    return str(model or features or profiles_dir.name)
+
+
+def _control_notes(table: pd.DataFrame) -> dict:
+    """Legend text for the positive-control MOA: which compounds it is."""
+    ctrl = table[table[MOA_COL].astype(str) == "control"]
+    if ctrl.empty or "Metadata_Compound" not in table.columns:
+        return {}
+    compounds = ", ".join(sorted(set(ctrl["Metadata_Compound"].astype(str))))
+    return {"control": f"positive control ({compounds})"}
+
+
 def evaluate_profiles(profiles_dir, out_dir=None, *, aggregation="mean", embedding="pca",
                       seed=0) -> dict:
     """Evaluate `treatments_<aggregation>` of a `cytogan profile` output directory.
@@ -50,7 +72,7 @@ def evaluate_profiles(profiles_dir, out_dir=None, *, aggregation="mean", embeddi
     settings = read_profile_settings(profiles_dir)
     result = evaluate_table(table)
     nsc, nscb = result["nsc"], result["nscb"]
-    label = settings.get("model") or settings.get("features") or profiles_dir.name
+    label = feature_set_name(settings, profiles_dir)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(pd.concat([nsc.predictions, nscb.predictions], ignore_index=True),
@@ -62,9 +84,12 @@ def evaluate_profiles(profiles_dir, out_dir=None, *, aggregation="mean", embeddi
         plot_confusion(confusion_table(nscb.predictions), out_dir / "confusion_nscb.png",
                        f"{label}: NSCB 1-NN, accuracy {nscb.accuracy:.3f}")
     feats = feature_columns(table)
-    coords = embed_2d(table[feats].to_numpy(np.float64), embedding, seed=seed)
+    coords, axes = embed_2d(table[feats].to_numpy(np.float64), embedding, seed=seed)
+    n_treatments = len(table)
     plot_embedding(coords, table[MOA_COL].fillna("unknown"), out_dir / f"embedding_{embedding}.png",
-                   f"{label}: treatment profiles ({embedding.upper()})")
+                   f"{label}: {n_treatments} treatment profiles ({embedding.upper()}, "
+                   f"{settings.get('normalize') or 'unknown'} normalisation)",
+                   axis_names=axes, notes=_control_notes(table))
 
     n_eval = len(evaluable_treatments(table))
     metrics = {

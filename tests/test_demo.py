@@ -39,3 +39,23 @@ def test_demo_runs_the_whole_study(tmp_path):
         metrics = json.loads((pdir / "metrics.json").read_text())
         assert 0.0 <= metrics["nsc"]["accuracy"] <= 1.0
         assert (pdir / "confusion_nsc.png").is_file()
+    # the summary names every figure it wrote
+    for label in ("encoder", "handcrafted", "combined"):
+        for figure in ("confusion_nsc.png", "embedding_pca.png"):
+            assert str(out / f"profiles-{label}" / figure) in text
+
+    # a re-run reuses the finished run and its export instead of adding versions
+    again = runner.invoke(cli, ["demo", "--out", str(out), *TINY])
+    assert again.exit_code == 0, again.output
+    assert "already trained to step 3" in again.output and "0 img/s" not in again.output
+    assert "reusing version 1" in again.output
+    assert not (out / "exported" / "demo-lsgan-generator" / "2").exists()
+
+    # plates simulated with one seed are not silently reused for another
+    from cytogan_tf.config import load_config
+
+    preset = load_config("demo")["demo"]["synth_preset"]
+    (out / "demo.json").write_text(json.dumps({"seed": 1, "synth_preset": preset}))
+    other = runner.invoke(cli, ["demo", "--out", str(out), *TINY[:3], "--seed", "2", *TINY[5:]])
+    assert other.exit_code == 1
+    assert "made with --seed 1" in other.output and "--seed 2" in other.output

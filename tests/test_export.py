@@ -244,3 +244,18 @@ def test_cli_export_of_a_trained_run(tmp_path):
                                np.asarray(gan.encoder(unit * 2 - 1, training=False)), atol=1e-5)
     res = CliRunner().invoke(cli, ["export", str(tmp_path / "nope"), "--name", "x", "--base-dir", str(base)])
     assert res.exit_code == 1 and "Error:" in res.output and "nope" in res.output
+
+
+def test_an_export_from_the_repository_root_changes_no_tracked_file():
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def ignored(path):
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
+
+    assert ignored("exported/models.config") and ignored("exported/cells-encoder/1/saved_model.pb")
+    assert not ignored("exported/models.example.config") and not ignored("exported/README.md")
+    tracked = subprocess.run(["git", "ls-files", "exported"], cwd=root, capture_output=True,
+                             text=True).stdout.split()
+    assert sorted(tracked) == ["exported/README.md", "exported/models.example.config"]

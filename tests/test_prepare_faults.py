@@ -173,3 +173,15 @@ def test_plate_with_only_saturated_images_is_skipped_whole(plates, tmp_path):
     plates_left = set(shards.read_cells_table(tmp_path / "a").Metadata_Plate)
     assert plates_left and not any(p.startswith("Week1") for p in plates_left)
     assert list(shards.read_dataset_info(tmp_path / "a")["normalization"]["per_plate"]) == sorted(plates_left)
+
+
+def test_every_bad_tiff_is_named_in_one_pass(plates, tmp_path):
+    src = plates  # a private copy
+    files = [_image_files(src, n)["DNA"] for n in (2, 7, 11)]
+    for f in files:
+        f.write_bytes(f.read_bytes()[:300])
+    with pytest.raises(DataError) as err:
+        prepare(src, tmp_path / "out", options=_opts())
+    message = str(err.value)
+    assert all(f.name in message for f in files), message
+    assert "--skip-bad" in message and "\n" not in message

@@ -197,6 +197,10 @@ def prepare(source, out, *, layout="bbbc021", options: PrepareOptions | None = N
     state = _load_or_make_state(parts, plan, fingerprint, rows, options, load_skipped)
     blocks = _blocks(len(rows), n_shards)
     mine = [k for k in range(n_shards) if shard is None or k % shard[1] == shard[0]]
+    if shard is not None and not mine:
+        log.warning("job %d/%d has no output shard to make: the dataset has %d "
+                    "(pass --shards-count %d or more so every job gets one)",
+                    shard[0], shard[1], n_shards, shard[1])
     todo = [k for k in mine if not _part_done(parts, k)]
     _clean_stale_temps(parts)
     if todo:
@@ -300,7 +304,7 @@ def _compute_normalization(rows, options) -> tuple[dict, list]:
     plates: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         plates.setdefault(str(r["Metadata_Plate"]), []).append(i)
-    skipped = []
+    skipped, bad = [], []
 
     def sample(idx_list):
         # Bad and saturated images must not set a plate's range; draw replacements so a
@@ -317,9 +321,7 @@ def _compute_normalization(rows, options) -> tuple[dict, list]:
             except SaturatedImage:
                 continue  # reported when its shard is made
             except DataError as exc:
-                if not options.skip_bad:
-                    raise
-                skipped.append(str(exc))
+                (skipped if options.skip_bad else bad).append(str(exc))
         return good
 
     from ..progress import progress_bar
@@ -330,6 +332,10 @@ def _compute_normalization(rows, options) -> tuple[dict, list]:
         imgs = sample(plates[plate])
         if imgs:  # else every image of the plate is bad or saturated: all get skipped later
             per_plate[plate] = normalize.channel_ranges(imgs, options.percentiles)
+    if bad:
+        # Only the failure case pays for a full read: name every bad file in one message
+        # rather than one per attempt. Nothing has been saved yet.
+        raise bad_files_error(_all_bad_files(rows, options))
     return ({"method": normalize.METHOD, "percentiles": list(options.percentiles),
              "per_plate": per_plate}, skipped)
 
@@ -382,9 +388,8 @@ def process_image_set(task: dict) -> dict:
     except SaturatedImage as exc:
         return {"status": "saturated", "file": _named_file(str(exc), row), "reason": str(exc)}
     except DataError as exc:
-        if not opts["skip_bad"]:
-            raise
-        return {"status": "bad", "file": _named_file(str(exc), row), "reason": str(exc)}
+        status = "bad" if opts["skip_bad"] else "error"  # error: reported with the others
+        return {"status": status, "file": _named_file(str(exc), row), "reason": str(exc)}
 
     points = task.get("points")
     if points is None:
@@ -493,14 +498,42 @@ def _make_parts(parts, todo, blocks, rows, state, objects, options) -> None:
             results = pool.map(process_image_set, tasks, chunksize=1)
         else:
             results = map(process_image_set, tasks)
+        errors = []
         for k in todo:
             block = [(i, next(results)) for i in blocks[k]]
             bar.update(len(block))
+            failed = [res["reason"] for _, res in block if res["status"] == "error"]
+            if failed:  # the part is not written, so a re-run after the fix redoes it
+                errors.extend(failed)
+                continue
             _write_part(parts, k, block, rows)
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    if errors:
+        raise bad_files_error(errors)
+
+
+def _all_bad_files(rows, options) -> list[str]:
+    from ..progress import progress_bar
+
+    bad = []
+    for row in progress_bar(rows, desc="checking images", unit="image", enabled=options.progress):
+        try:
+            load_image_set(row, options.saturation_fraction)
+        except SaturatedImage:
+            continue
+        except DataError as exc:
+            bad.append(str(exc))
+    return bad
+
+
+def bad_files_error(reasons: list[str], shown: int = 10) -> DataError:
+    """One DataError naming every bad input file found (the first `shown` in full)."""
+    head = reasons[0] if len(reasons) == 1 else f"{len(reasons)} bad image files: " + "; ".join(reasons[:shown])
+    more = f"; ... and {len(reasons) - shown} more" if len(reasons) > shown else ""
+    return DataError(f"{head}{more} (fix them, or pass --skip-bad to leave their image sets out)")
 
 
 def _write_part(parts: Path, k: int, block, rows) -> None:
