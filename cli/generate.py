@@ -121,7 +121,8 @@ def sample(source, out_path, n, seed, ncols):
               help="Images along the path, endpoints included.")
 @click.option("--seed-a", type=int, default=0, show_default=True, help="Seed of the start z.")
 @click.option("--seed-b", type=int, default=1, show_default=True, help="Seed of the end z.")
-@click.option("--method", type=click.Choice(["slerp", "lerp"]), default="slerp", show_default=True)
+@click.option("--method", type=click.Choice(["slerp", "lerp"]), default="slerp", show_default=True,
+              help="Spherical (slerp: stays where Gaussian latents live) or straight-line path.")
 def interpolate(source, out_path, steps, seed_a, seed_b, method):
     """Write a strip of cells morphing from one latent point to another."""
     from cytogan_tf.grids import write_grid

@@ -6,6 +6,7 @@ A `CytoganError` anywhere becomes a one-line `Error: ...` and exit status 1.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -18,6 +19,9 @@ import click
 
 from cytogan_tf import __version__
 from cytogan_tf.errors import CytoganError
+
+# Write failures that are the disk's fault, not the program's: one line, exit 1.
+_DISK_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 # command name -> "module:attribute" (module relative to cytogan_tf.cli)
 COMMANDS = {
@@ -53,6 +57,12 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except CytoganError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            if exc.errno not in _DISK_ERRNOS:
+                raise
+            # Outputs are written atomically, so nothing already there was harmed.
+            raise click.ClickException(f"{exc.filename or 'output'}: {exc.strerror} (is the "
+                                       f"output disk full or read-only?)") from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

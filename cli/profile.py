@@ -24,7 +24,8 @@ NORMALIZATIONS = ("none", "dmso", "robust", "tvn")
                    "median centring with the global DMSO MAD (robust), or TVN whitening.")
 @click.option("--tvn-scope", type=click.Choice(("plate", "global")), default="global", show_default=True,
               help="TVN fitted per plate or on all DMSO cells (global: a plate rarely has enough DMSO cells to whiten many features).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Cells per encoder call (lower it if memory is short).")
 @click.option("--layout", default="bbbc021", show_default=True,
               help="Layout of raw plates (bbbc021 or a layout TOML); ignored for shards.")
 @click.option("--crop-size", type=click.IntRange(min=8), default=None,
@@ -33,7 +34,8 @@ NORMALIZATIONS = ("none", "dmso", "robust", "tvn")
               help="Processes for hand-made features and on-the-fly preparation.")
 @click.option("--evaluate/--no-evaluate", "run_evaluate", default=False,
               help="Also run `cytogan evaluate` on the result and print the MOA table.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on stderr (plain lines when stderr is not a terminal).")
 def profile(encoder_dir, data_dir, out_dir, features, normalize, tvn_scope, batch_size, layout,
             crop_size, workers, run_evaluate, progress):
     """Embed every cell and write per-cell, per-well and per-treatment profiles.
@@ -79,8 +81,10 @@ def profile(encoder_dir, data_dir, out_dir, features, normalize, tvn_scope, batc
 @click.option("--data", "data_dir", type=click.Path(), default=None, help="Shards of real cells (with --generator).")
 @click.option("--encoder", "encoder_dir", type=click.Path(), default=None,
               help="Also measure sample quality on this encoder's embeddings (with --generator).")
-@click.option("--n-samples", type=click.IntRange(min=8), default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--n-samples", type=click.IntRange(min=8), default=1000, show_default=True,
+              help="Generated and real cells compared by the --generator sample-quality check.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the generated samples and of the 2-D embedding.")
 def evaluate(profiles_dirs, out_dir, aggregation, embedding, generator_dir, data_dir, encoder_dir,
              n_samples, seed):
     """MOA prediction (1-NN cosine, NSC and NSCB), mAP and plots for PROFILES_DIRS;
@@ -103,9 +107,11 @@ def evaluate(profiles_dirs, out_dir, aggregation, embedding, generator_dir, data
             click.echo(format_report(metrics))
             rows.append((d, metrics))
         if len(rows) > 1:
-            click.echo("\nprofiles                                   NSC    NSCB    mAP  chance(NSC)")
+            # Full paths, however long: the column widens to the longest one.
+            width = max(len("profiles"), *(len(str(d)) for d, _ in rows))
+            click.echo(f"\n{'profiles':<{width}}    NSC   NSCB    mAP  chance(NSC)")
             for d, m in rows:
-                click.echo(f"{str(d)[-40:]:<40} {m['nsc']['accuracy']:>6.3f} {m['nscb']['accuracy']:>6.3f} "
+                click.echo(f"{str(d):<{width}} {m['nsc']['accuracy']:>6.3f} {m['nscb']['accuracy']:>6.3f} "
                            f"{m['map']:>6.3f} {m['nsc']['chance_prior']:>8.3f}")
     if generator_dir:
         if not data_dir:

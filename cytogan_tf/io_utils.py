@@ -74,14 +74,24 @@ def atomic_directory(path: str | os.PathLike):
     path = Path(path)
     if path.exists():
         raise FileExistsError(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    created = [p for p in reversed(path.parents) if not p.exists()]  # outermost first
     try:
-        yield tmp
-        os.rename(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
+        try:
+            yield tmp
+            os.rename(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # A failed write (a full or read-only disk) leaves no empty folders of ours behind.
+        for p in reversed(created):
+            try:
+                p.rmdir()
+            except OSError:
+                break
         raise
 
 

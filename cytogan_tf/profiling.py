@@ -298,6 +298,9 @@ def read_profile_settings(profiles_dir) -> dict:
 def profile_shards(shards_dir, out_dir, *, encoder=None, features="encoder", normalize="none",
                    tvn_scope="global", batch_size=256, workers=1, progress=True) -> dict:
     """The `cytogan profile` pipeline on a prepared shards directory."""
+    if Path(out_dir).resolve() == Path(shards_dir).resolve():
+        # its cells.parquet would replace the shards' own cell table
+        raise DataError(f"{out_dir}: --out is the shards directory (--data); write the profiles elsewhere")
     enc = Encoder(encoder) if (encoder is not None and not isinstance(encoder, Encoder)) else encoder
     cells, stats = cell_features(shards_dir, features=features, encoder=enc, batch_size=batch_size,
                                  workers=workers, progress=progress)

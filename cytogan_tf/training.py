@@ -106,6 +106,8 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     from .precision import resolve_policy, set_policy
 
     out = Path(out_dir)
+    if out.resolve() == Path(data_dir).resolve():
+        raise ConfigError(f"{out}: --out is the shards directory (--data); give the run its own directory")
     cfg = with_train_defaults(cfg)
     tcfg = cfg["train"]
     weak = _weak_labels(cfg["model"], data_dir)  # before the resume check: sets n_classes
@@ -401,7 +403,18 @@ class _RunCallback(keras.callbacks.Callback):
         bad = _non_finite_weights(self.gan)
         if bad:
             raise self._diverged(f"weight {bad} is not finite")
-        path = self.manager.save(checkpoint_number=self.step)
+        import tensorflow as tf
+
+        try:
+            path = self.manager.save(checkpoint_number=self.step)
+        except tf.errors.OpError as exc:  # a full or read-only disk
+            ckpt_dir = Path(self.manager.directory)
+            for tmp in ckpt_dir.glob("ckpt-*_temp*"):  # TF's half-written checkpoint
+                shutil.rmtree(tmp, ignore_errors=True)
+            kept = (f"step {self.last_saved_step} is kept" if self.last_checkpoint
+                    else "no checkpoint was saved yet")
+            raise DataError(f"{ckpt_dir}: cannot write the step-{self.step} checkpoint "
+                            f"({_first_line(exc)}); {kept}") from None
         self.last_saved_step = self.step
         if self.is_chief:
             self.last_checkpoint = path

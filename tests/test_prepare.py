@@ -172,6 +172,9 @@ def test_cellprofiler_objects_table(plates, tmp_path):
     merged = cells.merge(truth, left_on=["Metadata_ImageNumber", "Location_Center_X"],
                          right_on=["ImageNumber", "Location_Center_X"])
     assert len(merged) == len(cells)
+    # the project's own ground truth (plain Location_Center_X/Y) reads as it is
+    own = prepare(plates, tmp_path / "own", options=_opts(objects=str(plates / "synth_cells.csv")))
+    assert own.n_cells == res.n_cells
     bad = tmp_path / "bad_objects.csv"
     bad.write_text("ImageNumber,X,Y\n1,2,3\n")
     with pytest.raises(DataError, match="bad_objects.csv"):
@@ -227,3 +230,29 @@ def test_a_run_that_failed_before_any_part_does_not_block_other_options(plates, 
     parts.mkdir(parents=True)
     (parts / "state.json").write_text(json.dumps({"fingerprint": "from-an-earlier-try"}))
     assert prepare(plates, out, options=_opts(limit=4)).complete
+
+
+def test_out_equal_to_the_input_is_refused_everywhere(plates, prepared, tmp_path):
+    from cytogan_tf.errors import ConfigError
+    from cytogan_tf.profiling import profile_shards
+    from cytogan_tf.training import train
+
+    with pytest.raises(DataError, match="--out is the source directory"):
+        prepare(plates, plates, options=_opts())
+    out, _ = prepared
+    before = (out / "cells.parquet").read_bytes()
+    with pytest.raises(DataError, match="--out is the shards directory"):
+        profile_shards(out, out, features="handcrafted", progress=False)
+    with pytest.raises(ConfigError, match="--out is the shards directory"):
+        train({"model": {"arch": "lsgan"}}, out, out, steps=1, verbose=0)
+    assert (out / "cells.parquet").read_bytes() == before and not (out / "run.json").exists()
+
+
+def test_a_layout_toml_brings_its_own_prepare_section(tmp_path):
+    from cytogan_tf.data.prepare import prepare_section
+
+    layout = tmp_path / "my_layout.toml"
+    text = (Path(__file__).parents[1] / "configs" / "examplefly.toml").read_text()
+    layout.write_text(text)
+    section = prepare_section(None, str(layout))
+    assert section["crop_size"] == 48  # from the TOML, not the 64 default

@@ -153,6 +153,15 @@ def test_handcrafted_profiles_separate_moas(setup):
     # MOAs differ by channel brightness, which the hand-made features measure directly
     assert metrics["nsc"]["accuracy"] > metrics["nsc"]["chance_prior"]
 
+    # comparing two long profile paths prints each in full
+    long_dir = root / ("a-rather-long-folder-name-for-profiles-" * 2) / "handmade"
+    import shutil
+    shutil.copytree(out, long_dir)
+    both = run(["evaluate", str(out), str(long_dir), "--out", str(root / "eval2")])
+    assert both.exit_code == 0, both.output
+    table = both.output.split("chance(NSC)")[-1]
+    assert str(long_dir) in table and str(out) in table
+
 
 def test_clear_errors(setup, tmp_path):
     root, data, paths = setup

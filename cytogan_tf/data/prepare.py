@@ -67,6 +67,8 @@ def prepare_section(config: str | None, layout: str | None = None,
 
     if config is None and layout in available_configs():
         config = layout
+    elif config is None and str(layout).endswith(".toml") and Path(layout).is_file():
+        config = layout  # a layout TOML may carry its own [prepare] section, as examplefly's does
     section = dict(load_config(config).get("prepare", {})) if config else {}
     PrepareOptions.from_config(section)  # reject unknown keys before merging
     full = {**DEFAULTS, **asdict(SegmentParams()), **section}
@@ -152,6 +154,8 @@ def prepare(source, out, *, layout="bbbc021", options: PrepareOptions | None = N
     options = options or PrepareOptions()
     options.validate()
     out = Path(out)
+    if out.resolve() == Path(source).resolve():
+        raise DataError(f"{out}: --out is the source directory; write the shards elsewhere")
     parts = out / PARTS_DIR
     if shard is not None:
         i, n = shard
@@ -245,10 +249,20 @@ def _file_digest(path) -> str:
 
 
 def _read_objects(path, table) -> dict[int, np.ndarray]:
-    """CellProfiler object table -> {ImageNumber: [(x, y), ...]} in the table's row order."""
+    """Object table -> {ImageNumber: [(x, y), ...]} in the table's row order. Centres are
+    CellProfiler's Nuclei_Location_Center_X/Y or the plain Location_Center_X/Y that
+    pycytominer tables and `cytogan synth`'s synth_cells.csv use."""
+    import pandas as pd
+
     from .bbbc021 import read_csv_table
 
-    cols = ["ImageNumber", "Nuclei_Location_Center_X", "Nuclei_Location_Center_Y"]
+    try:
+        header = set(pd.read_csv(path, nrows=0).columns)
+    except Exception:  # read_csv_table below names the problem
+        header = set()
+    prefix = "" if {"Location_Center_X", "Location_Center_Y"} <= header and not \
+        {"Nuclei_Location_Center_X", "Nuclei_Location_Center_Y"} <= header else "Nuclei_"
+    cols = ["ImageNumber", f"{prefix}Location_Center_X", f"{prefix}Location_Center_Y"]
     df = read_csv_table(Path(path), cols)
     points: dict[int, list] = {}
     for line, (img, x, y) in enumerate(df[cols].itertuples(index=False), start=2):

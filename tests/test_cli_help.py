@@ -1,0 +1,25 @@
+"""Every command and option explains itself, and usage errors behave as the README says."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from cytogan_tf.cli.main import COMMANDS, cli
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_option_has_help_text(name):
+    cmd = cli.get_command(click.Context(cli), name)
+    assert cmd.help, f"{name} has no docstring"
+    bare = [p.opts[0] for p in cmd.params if isinstance(p, click.Option) and not p.help]
+    assert not bare, f"{name}: options without help: {bare}"
+
+
+@pytest.mark.parametrize("args", [["train", "--arch", "gan", "--data", "x", "--out", "y"],
+                                  ["demo", "--steps", "0"]])
+def test_usage_errors_exit_2_with_an_error_line(args):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("Error: Invalid value")
