@@ -103,15 +103,46 @@ _out = click.option("--out", "out_path", required=True, type=click.Path(dir_okay
               help="Number of cells.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draws.")
 @click.option("--ncols", type=click.IntRange(1), default=None, help="Grid columns (default: square).")
-def sample(source, out_path, n, seed, ncols):
-    """Write a grid of generated cells."""
+@click.option("--condition", default=None, metavar="COLUMN=VALUE",
+              help="Sample from a Gaussian fitted to the encoded cells of this group, e.g. "
+                   "'Metadata_MOA=Actin disruptors' (needs --latents).")
+@click.option("--latents", "latents_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Output directory of `cytogan encode` (real cells' z with metadata).")
+def sample(source, out_path, n, seed, ncols, condition, latents_dir):
+    """Write a grid of generated cells (optionally like a group of real cells)."""
+    import numpy as np
+
     from cytogan_tf.grids import write_grid
     from cytogan_tf.latent import sample_latent
 
     generate, latent_dim, dist = _open_generator(source)
-    images = _generate_batched(generate, sample_latent(n, latent_dim, seed=seed, distribution=dist))
+    if condition is None:
+        z = sample_latent(n, latent_dim, seed=seed, distribution=dist)
+        what = f"{n} cells"
+    else:
+        from cytogan_tf.latent_cells import fit_gaussian
+
+        table, group = _group_latents(latents_dir, condition, latent_dim, "--condition")
+        mean, cov = fit_gaussian(group)
+        z = np.random.default_rng(seed).multivariate_normal(mean, cov, size=n).astype(np.float32)
+        what = f"{n} cells like the {len(group)} encoded cells of {condition}"
+    images = _generate_batched(generate, z)
     grid = write_grid(out_path, images, ncols=ncols)
-    click.echo(f"{out_path}: {n} cells, {grid.shape[1]}x{grid.shape[0]} px", err=True)
+    click.echo(f"{out_path}: {what}, {grid.shape[1]}x{grid.shape[0]} px", err=True)
+
+
+def _group_latents(latents_dir, selector, latent_dim, option):
+    """(encoded table, z of the cells `selector` picks) from a `cytogan encode` directory."""
+    from cytogan_tf.errors import ConfigError, DataError
+    from cytogan_tf.latent_cells import read_latents, select_rows
+
+    if latents_dir is None:
+        raise ConfigError(f"{option} {selector!r} selects real cells: pass --latents DIR "
+                          f"(the output of `cytogan encode`)")
+    table, cols = read_latents(latents_dir)
+    if len(cols) != latent_dim:
+        raise DataError(f"{latents_dir}: latents have {len(cols)} dimensions, the generator takes {latent_dim}")
+    return table, table.loc[select_rows(table, selector), cols].to_numpy("float32")
 
 
 @click.command()
@@ -139,17 +170,52 @@ def interpolate(source, out_path, steps, seed_a, seed_b, method):
 @click.command()
 @_source
 @_out
-@click.option("--a", "a_spec", required=True, help="Seeds (1,2,3) or a .npy of z vectors: group a.")
-@click.option("--b", "b_spec", required=True, help="Group b, subtracted.")
-@click.option("--c", "c_spec", required=True, help="Group c, added.")
-def arithmetic(source, out_path, a_spec, b_spec, c_spec):
-    """Latent arithmetic mean(a) - mean(b) + mean(c): a strip [a, b, c, result]."""
+@click.option("--a", "a_spec", required=True,
+              help="Group a: seeds (1,2,3), a .npy of z vectors, or a metadata selector such as "
+                   "'Metadata_Compound=taxol' (with --latents).")
+@click.option("--b", "b_spec", required=True, help="Group b, subtracted (same forms as --a).")
+@click.option("--c", "c_spec", required=True,
+              help="Group c, added; with selectors, the control cells that are moved.")
+@click.option("--latents", "latents_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Output directory of `cytogan encode`, for metadata selectors.")
+@click.option("--n-cells", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="With selectors: control cells of group c shown, one row each.")
+@click.option("--steps", type=click.IntRange(2, 32), default=6, show_default=True,
+              help="With selectors: images per row, from the cell (t=0) to t=1 along mean(a)-mean(b).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="With selectors: seed of the control cells picked.")
+def arithmetic(source, out_path, a_spec, b_spec, c_spec, latents_dir, n_cells, steps, seed):
+    """Latent arithmetic mean(a) - mean(b) + mean(c).
+
+    With seeds or .npy vectors: a strip [a, b, c, result]. With metadata selectors on
+    encoded real cells: a few cells of group c moved along the treatment direction
+    mean(a) - mean(b), one row per cell, so a control cell takes on the treated phenotype.
+    """
     import numpy as np
 
     from cytogan_tf.grids import write_grid
     from cytogan_tf.latent import vector_arithmetic
+    from cytogan_tf.latent_cells import is_selector, treatment_strip
 
     generate, latent_dim, dist = _open_generator(source)
+    specs = {"--a": a_spec, "--b": b_spec, "--c": c_spec}
+    if any(is_selector(v) for v in specs.values()):
+        from cytogan_tf.errors import ConfigError
+
+        plain = [k for k, v in specs.items() if not is_selector(v)]
+        if plain:
+            raise ConfigError(f"{', '.join(plain)}: give every group as a COLUMN=VALUE selector "
+                              f"when one is (seeds and selectors do not mix)")
+        groups = {k: _group_latents(latents_dir, v, latent_dim, k)[1] for k, v in specs.items()}
+        direction = groups["--a"].mean(0) - groups["--b"].mean(0)
+        controls = groups["--c"]
+        pick = np.random.default_rng(seed).choice(len(controls), min(n_cells, len(controls)), replace=False)
+        z = treatment_strip(controls[np.sort(pick)], direction, steps)
+        grid = write_grid(out_path, _generate_batched(generate, z), ncols=steps)
+        click.echo(f"{out_path}: {len(pick)} cells of {c_spec} moved along mean({a_spec}) - "
+                   f"mean({b_spec}) in {steps} steps ({len(groups['--a'])} and {len(groups['--b'])} "
+                   f"cells), {grid.shape[1]}x{grid.shape[0]} px", err=True)
+        return
     za = _latents_from(a_spec, latent_dim, dist, "--a")
     zb = _latents_from(b_spec, latent_dim, dist, "--b")
     zc = _latents_from(c_spec, latent_dim, dist, "--c")

@@ -36,6 +36,8 @@ COMMANDS = {
     "profile": "profile:profile",
     "evaluate": "profile:evaluate",
     "combine": "profile:combine",
+    "encode": "latent:encode",
+    "reconstruct": "latent:reconstruct",
     "demo": "demo:demo",
 }
 
