@@ -78,8 +78,11 @@ def train(arch, data_dir, out_dir, config_name, steps, batch_size, image_size, p
             checkpoint_every=checkpoint_every, log_every=log_every, verbose=0 if quiet else 1)
     except KeyboardInterrupt:
         raise click.ClickException(_interrupted(out_dir, data_dir)) from None
-    click.echo(f"step {result.step} ({result.precision}, {result.images_per_second:.1f} img/s); "
-               f"checkpoint {result.checkpoint}", err=True)
+    # The first step of a session traces the graph and is not timed: one step gives no rate.
+    speed = (f"{result.images_per_second:.1f} img/s" if result.images_per_second > 0
+             else "too few steps to time")
+    click.echo(f"step {result.step} ({result.precision}, {speed}); checkpoint {result.checkpoint}",
+               err=True)
     click.echo(str(result.run_dir))
 
 

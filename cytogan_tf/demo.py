@@ -133,6 +133,19 @@ def run_demo(out, *, arch: str | None = None, seed: int = 0, steps: int | None =
         res.paths.update(_figures(res.paths["generator"], figures, seed))
     stage("generate: sample grid and slerp interpolation", generate)
 
+    # 5b. real cells in latent space: DMSO cells moved along each MOA's direction
+    def treatments():
+        from .latent_cells import InversionSettings, LatentModels, treatment_figures
+
+        models = LatentModels(res.paths["generator"])
+        settings = InversionSettings(steps=int(d.get("inversion_steps", 60)), seed=seed)
+        made = treatment_figures(models, shards, figures, per_group=int(d["arithmetic_cells"]),
+                                 settings=settings, seed=seed)
+        res.paths.update(made)
+        echo(f"   {len(made) - 1} treatment-arithmetic figures and a reconstruction in {figures}")
+    if int(d.get("arithmetic_cells", 0)) > 0:
+        stage("latent: DMSO cells moved along each MOA's direction", treatments)
+
     # 6. profiles + MOA evaluation: encoder vs hand-made features
     def profile_and_evaluate():
         for label, kwargs in (("encoder", {"encoder": res.paths["encoder"], "features": "encoder"}),

@@ -270,3 +270,56 @@ class CellEncoder:
         if self.start_mse:
             out["start_mse_mean"] = float(np.concatenate(self.start_mse).mean())
         return out
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def cells_by_group(shards, per_group: int, seed: int = 0, key: str = "moa"):
+    """(images float [0,1], labels) with up to `per_group` random cells of every value of
+    the shards' `key` metadata (moa, compound, plate, ...)."""
+    from .data.pipeline import make_dataset
+
+    images, labels = [], []
+    for batch in make_dataset(shards, 512, with_metadata=True, scale="unit"):
+        images.append(batch["image"].numpy())
+        labels.append(np.array([v.decode() if isinstance(v, bytes) else str(v) for v in batch[key].numpy()]))
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for value in sorted(set(labels)):
+        idx = np.flatnonzero(labels == value)
+        keep.extend(rng.choice(idx, min(per_group, len(idx)), replace=False))
+    keep = np.sort(np.asarray(keep, int))
+    return images[keep], labels[keep]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_") or "group"
+
+
+def treatment_figures(models: LatentModels, shards, out_dir, *, per_group=8, n_cells=4, frames=6,
+                      control="DMSO", settings: InversionSettings | None = None, seed=0) -> dict:
+    """One PNG per MOA: `n_cells` control cells (rows) moved from themselves (left) along
+    mean z(MOA) - mean z(control) to t=1 (right); plus reconstruction.png (real cells
+    above G(z)). Returns {name: path}."""
+    from .grids import write_grid
+
+    out_dir = Path(out_dir)
+    images, moas = cells_by_group(shards, per_group, seed)
+    if control not in set(moas):
+        raise DataError(f"{shards}: no {control} cells to move along treatment directions")
+    z, _, _ = models.encode(images, "auto", settings or InversionSettings(seed=seed))
+    paths = {}
+    n_show = min(8, len(images))
+    recon = models.generate(z[:n_show])
+    paths["reconstruction"] = out_dir / "reconstruction.png"
+    write_grid(paths["reconstruction"], np.concatenate([images[:n_show], recon]), ncols=n_show)
+    ctrl = z[moas == control][:n_cells]
+    for moa in sorted(set(moas) - {control}):
+        direction = z[moas == moa].mean(0) - z[moas == control].mean(0)
+        strip = models.generate(treatment_strip(ctrl, direction, frames))
+        path = out_dir / f"arithmetic_{_slug(moa)}.png"
+        write_grid(path, strip, ncols=frames)
+        paths[f"arithmetic {moa}"] = path
+    return paths

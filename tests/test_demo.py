@@ -25,8 +25,12 @@ def test_demo_runs_the_whole_study(tmp_path):
 
     text = result.output
     assert "MOA prediction" in text and "handcrafted" in text and "chance" in text
-    for name in ("samples.png", "interpolation.png"):
+    for name in ("samples.png", "interpolation.png", "reconstruction.png"):
         assert Image.open(out / "figures" / name).size[0] > 32
+    # one treatment-arithmetic figure per MOA: 4 DMSO cells x 6 frames
+    moas = set(pd.read_parquet(out / "shards" / "cells.parquet")["Metadata_MOA"]) - {"DMSO"}
+    strips = sorted((out / "figures").glob("arithmetic_*.png"))
+    assert len(strips) == len(moas) and Image.open(strips[0]).size[0] > 6 * 32
     assert (out / "exported" / "demo-lsgan-generator" / "1" / "saved_model.pb").is_file()
     assert (out / "exported" / "models.config").is_file()
     run = json.loads((out / "run-lsgan" / "run.json").read_text())
