@@ -144,7 +144,7 @@ def score_combined(handmade, encoded, normalize="tvn"):
 
 def score(cells, normalize="tvn", columns=None):
     from cytogan_tf.evaluation import evaluate_table
-    from cytogan_tf.metrics import feature_columns, metadata_columns
+    from cytogan_tf.metrics import metadata_columns
     from cytogan_tf.profiling import build_profiles
 
     if columns is not None:

@@ -234,19 +234,7 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
         return ds.with_options(opts)
 
     try:
-        remaining = total_steps - start_step
-        chunk = max(1, min(int(tcfg["steps_per_epoch"]), remaining)) if remaining > 0 else 0
-        if remaining > 0:
-            n_full, rest = divmod(remaining, chunk)
-            first_epoch = start_step // chunk
-            if n_full:
-                gan.fit(dataset_from(start_step), epochs=first_epoch + n_full,
-                        initial_epoch=first_epoch, steps_per_epoch=chunk,
-                        callbacks=[tracker], verbose=0, shuffle=False)
-            if rest:
-                gan.fit(dataset_from(tracker.step), epochs=first_epoch + n_full + 1,
-                        initial_epoch=first_epoch + n_full, steps_per_epoch=rest,
-                        callbacks=[tracker], verbose=0, shuffle=False)
+        _fit_steps(gan, dataset_from, tracker, start_step, total_steps, int(tcfg["steps_per_epoch"]))
         tracker.finish()
     except tf.errors.DataLossError as exc:  # a truncated/corrupt shard, met inside tf.data
         from .data.shards import locate_bad_shard
@@ -261,6 +249,24 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
         run_dir=out, step=tracker.step, precision=policy, metrics=dict(tracker.last_metrics),
         checkpoint=tracker.last_checkpoint,
         images_per_second=tracker.steps_per_second() * batch_size)
+
+
+def _fit_steps(gan, dataset_from, tracker, start_step: int, total_steps: int, per_epoch: int):
+    """Run fit() from `start_step` to `total_steps` in epochs of `per_epoch` steps, with a
+    shorter last epoch, so a resumed run continues the same epoch numbering."""
+    remaining = total_steps - start_step
+    if remaining <= 0:
+        return
+    chunk = max(1, min(per_epoch, remaining))
+    n_full, rest = divmod(remaining, chunk)
+    first_epoch = start_step // chunk
+    if n_full:
+        gan.fit(dataset_from(start_step), epochs=first_epoch + n_full, initial_epoch=first_epoch,
+                steps_per_epoch=chunk, callbacks=[tracker], verbose=0, shuffle=False)
+    if rest:
+        gan.fit(dataset_from(tracker.step), epochs=first_epoch + n_full + 1,
+                initial_epoch=first_epoch + n_full, steps_per_epoch=rest,
+                callbacks=[tracker], verbose=0, shuffle=False)
 
 
 def load_run(run_dir, readout: str | None = None) -> LoadedRun:
