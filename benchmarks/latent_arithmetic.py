@@ -74,7 +74,7 @@ def main(argv=None):
         rows.append({"moa": moa, "n_cells": int(sel.sum()),
                      "cosine_vs_reconstructed_dmso": cosine(moved.mean(0) - base.mean(0), real_shift),
                      "cosine_vs_real_dmso": cosine(moved.mean(0) - real[dmso].mean(0), real_shift)})
-    method = args.method if args.method != "auto" else ("signature" if models.has_encode else "invert")
+    method = models.resolve_method(args.method)
     result = {"export": str(models.paths["generator"]), "shards": args.shards, "method": method,
               "n_cells": int(len(images)), "reconstruction_mse": float(mse.mean()),
               "encode_seconds": encode_s, "moas": rows,

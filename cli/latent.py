@@ -54,7 +54,7 @@ def encode(export, data_dir, out_dir, method, steps, seed, batch_size, progress)
                                  progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     write_table(table, out / LATENTS_STEM)
-    used = method if method != "auto" else ("signature" if models.has_encode else "invert")
+    used = models.resolve_method(method)
     summary = {"export": {k: str(v) for k, v in models.paths.items()}, "shards": str(Path(shards).resolve()),
                "method": used, "inversion_steps": steps if used == "invert" else None, "seed": seed,
                "n_cells": int(len(table)), "latent_dim": models.latent_dim, **cells.summary(), **stats}
@@ -129,7 +129,7 @@ def reconstruct(export, data_dir, out_path, n_show, n_eval, method, steps, seed)
     n = min(n_show, len(real))
     grid = write_grid(out_path, np.concatenate([real[:n], recon[:n]]), ncols=n)
     quality = _recon_distances(real, recon, seed)
-    used = method if method != "auto" else ("signature" if models.has_encode else "invert")
+    used = models.resolve_method(method)
     metrics = {"export": {k: str(v) for k, v in models.paths.items()}, "method": used,
                "n_cells": int(len(real)), "pixel_mse_mean": float(mse.mean()),
                "pixel_mse_start_mean": float(np.concatenate(start).mean()) if start else None,

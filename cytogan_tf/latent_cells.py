@@ -87,13 +87,18 @@ class LatentModels:
                             f"takes {want}")
         return images
 
-    def encode(self, images, method: str = "auto", settings: InversionSettings | None = None):
-        """(z [B, latent], pixel MSE of G(z) per cell, MSE at the start per cell or None)."""
-        images = self.check_images(images)
+    def resolve_method(self, method: str) -> str:
+        """"auto" -> "signature" where the export has `encode`, else "invert"."""
         if method not in METHODS:
             raise DataError(f"unknown encoding method {method!r} ({', '.join(METHODS)})")
         if method == "auto":
-            method = "signature" if self.has_encode else "invert"
+            return "signature" if self.has_encode else "invert"
+        return method
+
+    def encode(self, images, method: str = "auto", settings: InversionSettings | None = None):
+        """(z [B, latent], pixel MSE of G(z) per cell, MSE at the start per cell or None)."""
+        images = self.check_images(images)
+        method = self.resolve_method(method)
         if method == "signature":
             if not self.has_encode:
                 raise DataError(f"{self.paths['encoder']}: no `encode` signature (only BiGAN exports "
