@@ -40,7 +40,7 @@ def cosine(a, b) -> float:
 
 def main(argv=None):
     args = parse_args(argv)
-    from cytogan_tf.features import compute_features
+    from cytogan_tf.evaluation import handcrafted_features, standardize_by
     from cytogan_tf.latent_cells import InversionSettings, LatentModels, cells_by_group
 
     models = LatentModels(args.export)
@@ -52,24 +52,16 @@ def main(argv=None):
     mse = np.concatenate([p[1] for p in parts])
     encode_s = time.perf_counter() - t0
 
-    def feats(x):
-        return compute_features(np.clip(np.rint(x * 255), 0, 255).astype(np.uint8))
-
-    real = feats(images)
+    real = handcrafted_features(images)
     dmso = moas == "DMSO"
-    mu, sd = real[dmso].mean(0), real[dmso].std(0)
-    sd = np.where(sd > 1e-8, sd, 1.0)
-
-    def norm(f):
-        return (f - mu) / sd
-
+    norm = standardize_by(real[dmso])
     real = norm(real)
-    base = norm(feats(models.generate(z[dmso])))
+    base = norm(handcrafted_features(models.generate(z[dmso])))
     rows = []
     for moa in sorted(set(moas) - {"DMSO"}):
         sel = moas == moa
         direction = z[sel].mean(0) - z[dmso].mean(0)
-        moved = norm(feats(models.generate(z[dmso] + direction)))
+        moved = norm(handcrafted_features(models.generate(z[dmso] + direction)))
         real_shift = real[sel].mean(0) - real[dmso].mean(0)
         rows.append({"moa": moa, "n_cells": int(sel.sum()),
                      "cosine_vs_reconstructed_dmso": cosine(moved.mean(0) - base.mean(0), real_shift),

@@ -66,30 +66,6 @@ def encode(export, data_dir, out_dir, method, steps, seed, batch_size, progress)
                                                   if start is not None else ""))
 
 
-def _recon_distances(real, recon, seed):
-    """Frechet distance on z-scored hand-made features between one half of the real cells
-    and the reconstructions of the other half, beside the floor (real half vs real half):
-    both at the same sample size, so the two numbers compare."""
-    import numpy as np
-
-    from cytogan_tf.features import compute_features
-    from cytogan_tf.metrics import frechet_distance
-
-    if len(real) < 16:
-        return {}
-    order = np.random.default_rng(seed).permutation(len(real))
-    a, b = order[: len(real) // 2], order[len(real) // 2: 2 * (len(real) // 2)]
-
-    def feats(x):
-        return compute_features(np.clip(np.rint(x * 255), 0, 255).astype(np.uint8))
-
-    fa, fb, fr = feats(real[a]), feats(real[b]), feats(recon[b])
-    mu, sd = fa.mean(0), fa.std(0)
-    sd = np.where(sd > 1e-8, sd, 1.0)
-    fa, fb, fr = [(f - mu) / sd for f in (fa, fb, fr)]
-    return {"fd_real_fake": float(frechet_distance(fa, fr)), "fd_real_real": float(frechet_distance(fa, fb))}
-
-
 @click.command()
 @_export
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
@@ -110,7 +86,7 @@ def reconstruct(export, data_dir, out_path, n_show, n_eval, method, steps, seed)
 
     import numpy as np
 
-    from cytogan_tf.evaluation import read_real_images
+    from cytogan_tf.evaluation import read_real_images, reconstruction_distances
     from cytogan_tf.grids import write_grid
     from cytogan_tf.latent_cells import LatentModels, write_json
 
@@ -128,7 +104,7 @@ def reconstruct(export, data_dir, out_path, n_show, n_eval, method, steps, seed)
     recon = np.concatenate([models.generate(z[i:i + 128]) for i in range(0, len(z), 128)])
     n = min(n_show, len(real))
     grid = write_grid(out_path, np.concatenate([real[:n], recon[:n]]), ncols=n)
-    quality = _recon_distances(real, recon, seed)
+    quality = reconstruction_distances(real, recon, seed)
     used = models.resolve_method(method)
     metrics = {"export": {k: str(v) for k, v in models.paths.items()}, "method": used,
                "n_cells": int(len(real)), "pixel_mse_mean": float(mse.mean()),

@@ -107,13 +107,18 @@ def run_demo(out, *, arch: str | None = None, seed: int = 0, steps: int | None =
     total = int(train_cfg["train"]["steps"])
 
     def fit():
+        from .training import read_run_info
+
         resume = (run_dir / "run.json").is_file()
+        finished = resume and int(read_run_info(run_dir).get("step", 0)) >= total
         result = train(train_cfg, shards, run_dir, steps=total, resume=resume, seed=seed,
                        verbose=1 if progress else 0)
-        if result.images_per_second > 0:
-            echo(f"   step {result.step}, {result.precision}, {result.images_per_second:.0f} img/s")
-        else:  # nothing left to train: a finished run is reused as it is
+        if finished:  # nothing left to train: the finished run is reused as it is
             echo(f"   reusing {run_dir}: already trained to step {result.step} ({result.precision})")
+        elif result.images_per_second > 0:
+            echo(f"   step {result.step}, {result.precision}, {result.images_per_second:.0f} img/s")
+        else:  # a resume with one step left: its only step traces the graph and is not timed
+            echo(f"   step {result.step}, {result.precision} (too few steps to time)")
         return result
     stage(f"train: {d['arch']} for {total} steps", fit)
 

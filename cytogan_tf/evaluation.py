@@ -130,6 +130,36 @@ def format_report(metrics: dict) -> str:
 # --------------------------------------------------------------------------- samples
 
 
+def standardize_by(reference: np.ndarray):
+    """z-scoring with `reference`'s mean and std (constant columns left unscaled), for
+    hand-made features, whose scales differ wildly (areas vs fractions): no single
+    feature then dominates a distance."""
+    mu, sd = reference.mean(0), reference.std(0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    return lambda f: (f - mu) / sd
+
+
+def handcrafted_features(images) -> np.ndarray:
+    """Hand-made features of crops given as uint8 or float in [0, 1]."""
+    from .features import compute_features
+
+    return compute_features(_to_uint8(images, "images"))
+
+
+def reconstruction_distances(real, recon, seed=0) -> dict:
+    """Frechet distance on standardised hand-made features between one half of the real
+    cells and the reconstructions of the other half, beside the floor (real half vs real
+    half): both at the same sample size, so the two numbers compare. {} under 16 cells."""
+    if len(real) < 16:
+        return {}
+    order = np.random.default_rng(seed).permutation(len(real))
+    a, b = order[: len(real) // 2], order[len(real) // 2: 2 * (len(real) // 2)]
+    fa = handcrafted_features(real[a])
+    z = standardize_by(fa)
+    fa, fb, fr = z(fa), z(handcrafted_features(real[b])), z(handcrafted_features(recon[b]))
+    return {"fd_real_fake": float(frechet_distance(fa, fr)), "fd_real_real": float(frechet_distance(fa, fb))}
+
+
 def _real_split(real, rng):
     order = rng.permutation(len(real))
     half = len(real) // 2
@@ -161,11 +191,8 @@ def sample_quality(real_images, fake_images, encoder=None, *, seed=0, kid_subset
     out = {"n_real_half": int(len(real_a)), "n_fake": int(len(fake))}
     for name, fn in spaces.items():
         fa, fb, ff = fn(real_a), fn(real_b), fn(fake)
-        # hand-made features have wildly different scales (area vs fractions); z-score
-        # them with the real statistics so no single feature dominates the distances
-        mu, sd = fa.mean(0), fa.std(0)
-        sd = np.where(sd > 1e-8, sd, 1.0)
-        fa, fb, ff = [(f - mu) / sd for f in (fa, fb, ff)]
+        z = standardize_by(fa)  # with the real statistics
+        fa, fb, ff = z(fa), z(fb), z(ff)
         sub = min(kid_subset, len(fa), len(ff))
         out[name] = {
             "fd_real_fake": frechet_distance(fa, ff),
@@ -210,9 +237,10 @@ def generate_images(generator_dir, n, *, seed=0, batch=256) -> np.ndarray:
 
 def read_real_images(shards_dir, n, *, seed=0) -> np.ndarray:
     """Up to n real crops (uint8), a seeded random subset of the shards."""
-    from .profiling import _iterate_batches
+    from .data.pipeline import count_cells
+    from .profiling import images_at
 
-    images = np.concatenate([b for b, _ in _iterate_batches(shards_dir, 512, "uint8")])
-    if len(images) > n:
-        images = images[np.random.default_rng(seed).choice(len(images), n, replace=False)]
-    return images
+    total = count_cells(shards_dir)
+    if total <= n:
+        return images_at(shards_dir, np.arange(total))
+    return images_at(shards_dir, np.random.default_rng(seed).choice(total, n, replace=False))

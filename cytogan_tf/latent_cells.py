@@ -284,19 +284,19 @@ def cells_by_group(shards, per_group: int, seed: int = 0, key: str = "moa"):
     """(images float [0,1], labels) with up to `per_group` random cells of every value of
     the shards' `key` metadata (moa, compound, plate, ...)."""
     from .data.pipeline import make_dataset
+    from .profiling import images_at
 
-    images, labels = [], []
-    for batch in make_dataset(shards, 512, with_metadata=True, scale="unit"):
-        images.append(batch["image"].numpy())
-        labels.append(np.array([v.decode() if isinstance(v, bytes) else str(v) for v in batch[key].numpy()]))
-    images, labels = np.concatenate(images), np.concatenate(labels)
+    # A first pass reads only the labels; the second keeps only the chosen crops.
+    labels = np.concatenate([
+        np.array([v.decode() if isinstance(v, bytes) else str(v) for v in batch[key].numpy()])
+        for batch in make_dataset(shards, 512, with_metadata=True, scale="uint8")])
     rng = np.random.default_rng(seed)
     keep = []
     for value in sorted(set(labels)):
         idx = np.flatnonzero(labels == value)
         keep.extend(rng.choice(idx, min(per_group, len(idx)), replace=False))
     keep = np.sort(np.asarray(keep, int))
-    return images[keep], labels[keep]
+    return images_at(shards, keep).astype(np.float32) / 255.0, labels[keep]
 
 
 def _slug(text: str) -> str:

@@ -102,6 +102,22 @@ def _iterate_batches(shards_dir, batch_size, scale):
         raise locate_bad_shard(shards_dir, exc) from None
 
 
+def images_at(shards_dir, positions) -> np.ndarray:
+    """uint8 crops at the given positions of the shards' read order (`_iterate_batches`),
+    in the order given; only those crops are held in memory, so a subset of a screen of
+    millions of cells can be drawn."""
+    positions = np.asarray(positions, int)
+    out = None
+    start = 0
+    for images, _ in _iterate_batches(shards_dir, 512, "uint8"):
+        if out is None:
+            out = np.zeros((len(positions), *images.shape[1:]), np.uint8)
+        hit = (positions >= start) & (positions < start + len(images))
+        out[hit] = images[positions[hit] - start]
+        start += len(images)
+    return out if out is not None else np.zeros((0, 0, 0, 3), np.uint8)
+
+
 def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = None,
                   batch_size=256, workers=1, progress=True) -> tuple[pd.DataFrame, dict]:
     """Per-cell table: `Metadata_*` from the cells table + feature columns.

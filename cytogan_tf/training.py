@@ -536,7 +536,7 @@ def _build_networks(gan):
     gan.warm_up(images, z)
     if getattr(gan, "encoder", None) is not None:
         gan.encoder(np.zeros((1, size, size, 3), np.float32), training=False)
-    heads = gan._d_heads() if hasattr(gan, "_d_heads") else {}
+    heads = gan._d_heads()  # heads on D's pooled features (BaseGAN; none for BEGAN/BiGAN)
     if getattr(gan, "trunk", None) is not None and heads:
         _, pooled = gan.trunk(images, training=False)
         for head in heads.values():

@@ -21,9 +21,7 @@ def _exit_when_gone(parent_pid: int) -> None:
         time.sleep(POLL_SECONDS)
         try:
             os.kill(parent_pid, 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:  # exists, owned by someone else: the PID was reused
+        except (ProcessLookupError, PermissionError):  # gone, or its PID reused by another user
             os._exit(1)
 
 
