@@ -26,6 +26,9 @@ def _parse_shard(ctx, param, value):
               help="Config (name or TOML path) whose [prepare] section sets the defaults "
                    "[default: the bundled config named like --layout, if any].")
 @click.option("--crop-size", type=int, default=None, help="Crop side in pixels [default: 64].")
+@click.option("--nucleus-diameter", type=float, default=None, metavar="PX",
+              help="Typical nucleus diameter in pixels; every segmentation size follows it "
+                   "[default: measured from the images]. Stored in dataset.json.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Worker processes over images (output is identical for any count).")
 @click.option("--shard", "shard", callback=_parse_shard, default=None, metavar="i/N",
@@ -48,8 +51,8 @@ def _parse_shard(ctx, param, value):
 @click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
               help="Override any [prepare] key, e.g. --set min_nucleus_area=15 (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def prepare(source, out, layout, config_name, crop_size, workers, shard, shards_count,
-            merge_only, objects, skip_bad, mask, seed, limit, set_options, quiet):
+def prepare(source, out, layout, config_name, crop_size, nucleus_diameter, workers, shard,
+            shards_count, merge_only, objects, skip_bad, mask, seed, limit, set_options, quiet):
     """Segment cells in the image sets under SOURCE and write TFRecord shards to --out.
 
     Crops are centred on each nucleus, masked to the cell, stacked DNA/Actin/Tubulin as
@@ -61,6 +64,8 @@ def prepare(source, out, layout, config_name, crop_size, workers, shard, shards_
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     section = prepare_section(config_name, layout, set_options)
+    if nucleus_diameter is not None:
+        section["nucleus_diameter"] = nucleus_diameter
     options = PrepareOptions.from_config(
         section, crop_size=crop_size, workers=workers, shards_count=shards_count,
         objects=objects, skip_bad=skip_bad, mask=mask, seed=seed, limit=limit,

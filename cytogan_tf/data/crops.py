@@ -153,3 +153,12 @@ def suggest_crop(summaries, found: int) -> str:
     if fits[best]:
         return f"--crop-size {best} keeps the most ({fits[best]})"
     return f"the images are too small for the smallest crop size ({shards.CROP_SIZES[0]} px)"
+
+
+CELLS_PER_CROP = 3.0  # a crop one cell fits in is about 3 nucleus diameters wide
+
+
+def suggested_crop_size(diameter: float) -> int:
+    """The smallest allowed crop about CELLS_PER_CROP nucleus diameters wide."""
+    fits = [c for c in shards.CROP_SIZES if c >= CELLS_PER_CROP * diameter]
+    return fits[0] if fits else shards.CROP_SIZES[-1]

@@ -37,7 +37,8 @@ from ..errors import ConfigError, DataError
 from ..io_utils import atomic_write_json
 from . import normalize, shards
 from .crops import (CHANNELS, SaturatedImage, all_bad_files, bad_files_error, load_image_set,
-                    process_image_set, suggest_crop)
+                    process_image_set, suggest_crop, suggested_crop_size)
+from .nucleus_scale import dataset_diameter
 from .segment import SegmentParams
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "normalization_sample_images": 8,
     "saturation_fraction": 0.5,   # an image with more pixels at the maximum value is skipped
 }
+DIAMETER_SAMPLE_IMAGES = 8  # images the nucleus size is measured on (2 per plate)
 
 
 def prepare_section(config: str | None, layout: str | None = None,
@@ -130,6 +132,8 @@ class PrepareResult:
     zero_cell_images: int
     shards: list
     complete: bool     # False when this job made its parts but could not merge yet
+    nucleus_diameter: dict | None = None   # {"value", "source", "images"}
+    crop_size: int | None = None
 
     def summary(self) -> str:
         lines = [
@@ -139,10 +143,24 @@ class PrepareResult:
             + "".join(f"\n  {s['reason']}" for s in self.skipped[:20])
             + (f"\n  ... and {len(self.skipped) - 20} more" if len(self.skipped) > 20 else ""),
             f"zero-cell image sets: {self.zero_cell_images}",
+            *self._size_lines(),
             f"shards:     {len(self.shards)}",
             f"output:     {self.out}" + ("" if self.complete else " (parts only; merge pending)"),
         ]
         return "\n".join(lines)
+
+    def _size_lines(self) -> list[str]:
+        if not self.nucleus_diameter:
+            return []
+        d = self.nucleus_diameter
+        how = {"given": "from --nucleus-diameter", "fallback": "too few nuclei to measure; default",
+               "estimated": f"estimated from {d.get('images', 0)} images"}.get(d["source"], d["source"])
+        line = f"nuclei:     {d['value']:.1f} px across ({how})"
+        if self.crop_size is not None:
+            best = suggested_crop_size(d["value"])
+            line += (f"; crop {self.crop_size} px" +
+                     ("" if best == self.crop_size else f" (about 3 diameters would be {best} px)"))
+        return [line]
 
 
 # --------------------------------------------------------------------------- entry point
@@ -296,10 +314,12 @@ def _load_or_make_state(parts: Path, plan, fingerprint, rows, options, load_skip
         # The earlier run failed before finishing any part: nothing to keep, start afresh.
         shutil.rmtree(parts, ignore_errors=True)
     parts.mkdir(parents=True, exist_ok=True)
-    normalization, norm_skipped = _compute_normalization(rows, options)
+    normalization, norm_skipped, samples = _compute_normalization(rows, options)
     state = {"fingerprint": fingerprint, "plan": plan, "rows": rows,
              "normalization": normalization, "load_skipped": load_skipped,
-             "normalization_skipped": norm_skipped}
+             "normalization_skipped": norm_skipped,
+             "nucleus_diameter": dataset_diameter(samples, options.segment.nucleus_diameter)}
+    state["segmentation"] = asdict(options.segment.resolved(state["nucleus_diameter"]["value"]))
     atomic_write_json(path, state)  # saved before any shard work: resumes reuse it
     # Continue from what was saved, so a fresh run and a resumed one see identical values.
     return json.loads(path.read_text())
@@ -341,18 +361,19 @@ def _compute_normalization(rows, options) -> tuple[dict, list]:
 
     from ..progress import progress_bar
 
-    per_plate = {}
+    per_plate, samples = {}, []
     for plate in progress_bar(sorted(plates), desc="normalisation", unit="plate",
                               enabled=options.progress):
         imgs = sample(plates[plate])
         if imgs:  # else every image of the plate is bad or saturated: all get skipped later
             per_plate[plate] = normalize.channel_ranges(imgs, options.percentiles)
+            samples.extend(imgs[:2])  # a few per plate measure the nucleus size
     if bad:
         # Only the failure case pays for a full read: name every bad file in one message
         # rather than one per attempt. Nothing has been saved yet.
         raise bad_files_error(all_bad_files(rows, options))
     return ({"method": normalize.METHOD, "percentiles": list(options.percentiles),
-             "per_plate": per_plate}, skipped)
+             "per_plate": per_plate}, skipped, samples[:DIAMETER_SAMPLE_IMAGES])
 
 
 # --------------------------------------------------------------------------- per image
@@ -388,7 +409,7 @@ def _make_parts(parts, todo, blocks, rows, state, objects, options) -> None:
 
     opts = {"crop_size": options.crop_size, "mask": options.mask, "skip_bad": options.skip_bad,
             "saturation_fraction": options.saturation_fraction,
-            "segmentation": asdict(options.segment)}
+            "segmentation": state["segmentation"]}
     per_plate = state["normalization"]["per_plate"]
 
     def task(i):
@@ -510,6 +531,12 @@ def _merge(out: Path, state: dict, options: PrepareOptions) -> PrepareResult:
         log.warning("the %d px crop keeps only %d of %d cells found (the rest touch the image "
                     "border); %s", plan["crop_size"], total, found, suggest_crop(summaries, found))
 
+    diameter = state["nucleus_diameter"]["value"]
+    if plan["crop_size"] < 1.5 * diameter:
+        log.warning("the %d px crop is narrower than 1.5 nucleus diameters (nuclei are %.0f px "
+                    "across): most cells are cut; --crop-size %d fits one cell",
+                    plan["crop_size"], diameter, suggested_crop_size(diameter))
+
     names = [shards.shard_name(k, n_shards) for k in range(n_shards)]
     offset = 0
     tables = []
@@ -546,7 +573,9 @@ def _merge(out: Path, state: dict, options: PrepareOptions) -> PrepareResult:
         "layout": plan["layout"],
         "mask": plan["mask"],
         "seed": plan["seed"],
-        "segmentation": plan["segmentation"],
+        "segmentation": state["segmentation"],
+        "nucleus_diameter": state["nucleus_diameter"],
+        "suggested_crop_size": suggested_crop_size(state["nucleus_diameter"]["value"]),
         "skipped": skipped,
         "prepare_fingerprint": state["fingerprint"],
         "format_version": shards.FORMAT_VERSION,
@@ -595,4 +624,6 @@ def _result_from_info(out: Path, info: Mapping) -> PrepareResult:
     return PrepareResult(out=out, n_image_sets=int(info.get("n_image_sets", 0)),
                          n_cells=int(info["n_cells"]), skipped=list(info.get("skipped", [])),
                          zero_cell_images=int(info.get("zero_cell_images", 0)),
-                         shards=list(info["shards"]), complete=True)
+                         shards=list(info["shards"]), complete=True,
+                         nucleus_diameter=info.get("nucleus_diameter"),
+                         crop_size=info.get("crop_size"))
