@@ -42,6 +42,7 @@ DECLUMP_METHODS = ("intensity", "shape", "combined")
 SIZE_KEYS = tuple(PER_DIAMETER)
 WORK_DIAMETER = 10.0  # nuclei wider than twice this are segmented at a reduced scale
 INTENSITY_BLUR = 1 / 16  # intensity declumping looks at the stain blurred by D / 16
+DIST_SIGMA_MIN, BLUR_MIN = 0.5, 0.5  # px floors of the distance and intensity blurs
 
 
 @dataclass(frozen=True)
@@ -233,12 +234,12 @@ def _declump(mask: np.ndarray, smoothed: np.ndarray, params: SegmentParams) -> n
 
     d = params.nucleus_diameter or FALLBACK_DIAMETER
     distance = ndi.distance_transform_edt(mask)
-    distance = _smooth(distance, 1.0)  # avoids several maxima along one flat ridge
+    distance = _smooth(distance, max(DIST_SIGMA_MIN, d / 24))  # one maximum per flat ridge
     if params.declump == "shape":
         landscape = distance
     else:
         # A light blur, so chromatin grain does not make maxima but a dim neighbour does.
-        blurred = _smooth(smoothed, max(1.0, d * INTENSITY_BLUR))
+        blurred = _smooth(smoothed, max(BLUR_MIN, d * INTENSITY_BLUR))
         lo = float(np.min(blurred[mask]))
         intensity = np.clip(blurred - lo, 0, None)
         if params.declump == "intensity":
