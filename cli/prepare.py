@@ -31,6 +31,10 @@ def _parse_shard(ctx, param, value):
                    "[default: measured from the images]. Stored in dataset.json.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Worker processes over images (output is identical for any count).")
+@click.option("--scheduler", default=None, metavar="ADDRESS|local",
+              help="Run the per-image-set work on Dask (pip install 'cytogan-tf[dask]'): "
+                   "'local' starts a LocalCluster of --workers processes; otherwise a "
+                   "scheduler address (tcp://host:8786) or scheduler file. Same output bytes.")
 @click.option("--shard", "shard", callback=_parse_shard, default=None, metavar="i/N",
               help="Cluster job i of N: make only output shards k with k % N == i. The job that "
                    "finds all shards done writes the cell table and dataset.json.")
@@ -51,8 +55,8 @@ def _parse_shard(ctx, param, value):
 @click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
               help="Override any [prepare] key, e.g. --set min_nucleus_area=15 (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def prepare(source, out, layout, config_name, crop_size, nucleus_diameter, workers, shard,
-            shards_count, merge_only, objects, skip_bad, mask, seed, limit, set_options, quiet):
+def prepare(source, out, layout, config_name, crop_size, nucleus_diameter, workers, scheduler,
+            shard, shards_count, merge_only, objects, skip_bad, mask, seed, limit, set_options, quiet):
     """Segment cells in the image sets under SOURCE and write TFRecord shards to --out.
 
     Crops are centred on each nucleus, masked to the cell, stacked DNA/Actin/Tubulin as
@@ -69,7 +73,7 @@ def prepare(source, out, layout, config_name, crop_size, nucleus_diameter, worke
     options = PrepareOptions.from_config(
         section, crop_size=crop_size, workers=workers, shards_count=shards_count,
         objects=objects, skip_bad=skip_bad, mask=mask, seed=seed, limit=limit,
-        progress=not quiet)
+        scheduler=scheduler, progress=not quiet)
     result = run_prepare(source, out, layout=layout, options=options, shard=shard,
                          merge_only=merge_only)
     click.echo(result.summary())

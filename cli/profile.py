@@ -32,12 +32,16 @@ NORMALIZATIONS = ("none", "dmso", "robust", "tvn")
               help="Crop size when preparing raw plates without an encoder (default 64).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes for hand-made features and on-the-fly preparation.")
+@click.option("--scheduler", default=None, metavar="ADDRESS|local",
+              help="Run one task per shard on Dask (pip install 'cytogan-tf[dask]'): 'local' "
+                   "starts a LocalCluster of --workers processes, else a scheduler address or "
+                   "file. Workers import TensorFlow and load the encoder; same tables.")
 @click.option("--evaluate/--no-evaluate", "run_evaluate", default=False,
               help="Also run `cytogan evaluate` on the result and print the MOA table.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr (plain lines when stderr is not a terminal).")
 def profile(encoder_dir, data_dir, out_dir, features, normalize, tvn_scope, batch_size, layout,
-            crop_size, workers, run_evaluate, progress):
+            crop_size, workers, scheduler, run_evaluate, progress):
     """Embed every cell and write per-cell, per-well and per-treatment profiles.
 
     Writes cells, wells_{mean,median} and treatments_{mean,median} as .parquet and .csv
@@ -51,10 +55,11 @@ def profile(encoder_dir, data_dir, out_dir, features, normalize, tvn_scope, batc
         raise DataError(f"--features {features} needs --encoder (or use --features handcrafted)")
     encoder = Encoder(encoder_dir) if encoder_dir else None
     shards_dir = ensure_shards(data_dir, out_dir, encoder=encoder, layout=layout,
-                               crop_size=crop_size, workers=workers, progress=progress)
+                               crop_size=crop_size, workers=workers, progress=progress,
+                               scheduler=scheduler)
     result = profile_shards(shards_dir, out_dir, encoder=encoder, features=features,
                             normalize=normalize, tvn_scope=tvn_scope, batch_size=batch_size,
-                            workers=workers, progress=progress)
+                            workers=workers, progress=progress, scheduler=scheduler)
     tables = result["tables"]
     click.echo(f"profiled {result['n_cells']} cells -> {tables['wells_mean']['rows']} wells, "
                f"{tables['treatments_mean']['rows']} treatments, "
@@ -145,6 +150,10 @@ def evaluate(profiles_dirs, out_dir, aggregation, embedding, generator_dir, data
               help="Normalisation of each feature set's well profiles (as in `cytogan profile`).")
 @click.option("--tvn-scope", type=click.Choice(("plate", "global")), default="global", show_default=True,
               help="TVN fitted per plate or on all DMSO cells.")
+@click.option("--scheduler", default=None, metavar="ADDRESS|local",
+              help="Run one task per shard on Dask (pip install 'cytogan-tf[dask]'): 'local' "
+                   "starts a LocalCluster of --workers processes, else a scheduler address or "
+                   "file. Workers import TensorFlow and load the encoder; same tables.")
 @click.option("--evaluate/--no-evaluate", "run_evaluate", default=False,
               help="Also run `cytogan evaluate` on the result and print the MOA table.")
 def combine(profile_dirs, out_dir, normalize, tvn_scope, run_evaluate):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +85,7 @@ def model_name(path: Path, metadata: dict) -> str:
 # --------------------------------------------------------------------------- cells
 
 
-def _iterate_batches(shards_dir, batch_size, scale):
+def _iterate_batches(shards_dir, batch_size, scale, shards=None):
     from .data.pipeline import make_dataset
 
     import tensorflow as tf
@@ -94,7 +93,7 @@ def _iterate_batches(shards_dir, batch_size, scale):
     from .data.shards import locate_bad_shard
 
     ds = make_dataset(shards_dir, batch_size, shuffle=False, repeat=False, with_metadata=True,
-                      scale=scale, drop_remainder=False)
+                      scale=scale, drop_remainder=False, shards=shards)
     try:
         for batch in ds:
             yield batch["image"].numpy(), batch["cell_id"].numpy()
@@ -119,16 +118,17 @@ def images_at(shards_dir, positions) -> np.ndarray:
 
 
 def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = None,
-                  batch_size=256, workers=1, progress=True) -> tuple[pd.DataFrame, dict]:
+                  batch_size=256, workers=1, progress=True,
+                  scheduler: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Per-cell table: `Metadata_*` from the cells table + feature columns.
 
     Encoder columns are `<model>_<i>`; hand-made ones keep CellProfiler-style names
     (see `cytogan_tf.features`). Returns (table, stats) with stats["cells_per_s"].
+    Work runs one shard at a time, in this process or as one Dask task per shard
+    (`scheduler`, see cytogan_tf.cluster); the table is the same either way.
     """
-    from .progress import progress_bar
-
     from .data.shards import read_cells_table, read_dataset_info
-    from .features import FEATURE_NAMES, compute_features, features_pool
+    from .features import FEATURE_NAMES
 
     if features not in FEATURE_SETS:
         raise DataError(f"unknown feature set {features!r} (choose from {', '.join(FEATURE_SETS)})")
@@ -146,30 +146,17 @@ def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = N
                 f"crop size mismatch: data {shards_dir} has {crop}x{crop} crops, "
                 f"encoder {encoder.path} expects {encoder.image_size}x{encoder.image_size}"
             )
-    embeddings, handmade, ids = [], [], []
-    embed_seconds, embed_cells = 0.0, 0
-    use_handmade = features in ("handcrafted", "both")
-    # one process pool for the whole pass (spawning one per batch would cost seconds each)
-    pool = features_pool(workers) if use_handmade and workers > 1 else None
-    bar = progress_bar(total=n_cells, desc="profiling cells", unit="cell", enabled=progress)
-    # Embedding reads uint8 and scales here so both feature sets share one pass.
-    for images, cell_ids in _iterate_batches(shards_dir, batch_size, "uint8"):
-        ids.append(cell_ids)
-        if use_encoder:
-            t0 = time.perf_counter()
-            embeddings.append(encoder(images.astype(np.float32) / 255.0))
-            if len(embeddings) > 1:  # the first call traces the graph: not steady-state speed
-                embed_seconds += time.perf_counter() - t0
-                embed_cells += len(cell_ids)
-            else:
-                first_call = (time.perf_counter() - t0, len(cell_ids))
-        if use_handmade:
-            handmade.append(pool.submit(compute_features, images) if pool else compute_features(images))
-        bar.update(len(cell_ids))
-    bar.close()
-    if pool is not None:
-        handmade = [f.result() for f in handmade]
-        pool.shutdown()
+    from .shard_features import gather_shard_features
+
+    parts = gather_shard_features(shards_dir, list(info["shards"]), n_cells, encoder=encoder,
+                                  features=features, batch_size=batch_size, workers=workers,
+                                  scheduler=scheduler, progress=progress)
+    ids = [p["ids"] for p in parts if len(p["ids"])]
+    embeddings = [p["embeddings"] for p in parts if p["embeddings"] is not None and len(p["ids"])]
+    handmade = [p["handmade"] for p in parts if p["handmade"] is not None and len(p["ids"])]
+    embed_seconds = sum(p["embed_seconds"] for p in parts)
+    embed_cells = sum(p["embed_cells"] for p in parts)
+    first_call = next((p["first_call"] for p in parts if p["first_call"]), (0.0, 0))
     if not ids:
         raise DataError(f"{shards_dir}: no cells to profile (empty data set)")
     ids = np.concatenate(ids)
@@ -312,14 +299,15 @@ def read_profile_settings(profiles_dir) -> dict:
 
 
 def profile_shards(shards_dir, out_dir, *, encoder=None, features="encoder", normalize="none",
-                   tvn_scope="global", batch_size=256, workers=1, progress=True) -> dict:
+                   tvn_scope="global", batch_size=256, workers=1, progress=True,
+                   scheduler: str | None = None) -> dict:
     """The `cytogan profile` pipeline on a prepared shards directory."""
     if Path(out_dir).resolve() == Path(shards_dir).resolve():
         # its cells.parquet would replace the shards' own cell table
         raise DataError(f"{out_dir}: --out is the shards directory (--data); write the profiles elsewhere")
     enc = Encoder(encoder) if (encoder is not None and not isinstance(encoder, Encoder)) else encoder
     cells, stats = cell_features(shards_dir, features=features, encoder=enc, batch_size=batch_size,
-                                 workers=workers, progress=progress)
+                                 workers=workers, progress=progress, scheduler=scheduler)
     profiles = build_profiles(cells, normalize=normalize, tvn_scope=tvn_scope)
     settings = {
         "shards": str(Path(shards_dir).resolve()),
@@ -335,7 +323,7 @@ def profile_shards(shards_dir, out_dir, *, encoder=None, features="encoder", nor
 
 
 def ensure_shards(data_dir, out_dir, *, encoder: Encoder | None = None, layout="bbbc021",
-                  crop_size=None, workers=1, progress=True) -> Path:
+                  crop_size=None, workers=1, progress=True, scheduler=None) -> Path:
     """A shards directory for `data_dir`: itself when prepared, else raw plates prepared
     into `<out_dir>/shards` with the encoder's crop size and the normalisation method and
     percentiles recorded in its metadata (per-plate ranges are measured on these plates)."""
@@ -347,7 +335,7 @@ def ensure_shards(data_dir, out_dir, *, encoder: Encoder | None = None, layout="
         raise DataError(f"data directory not found: {data_dir}")
     if (data_dir / DATASET_JSON).is_file():
         return data_dir
-    overrides = {"workers": workers, "progress": progress}
+    overrides = {"workers": workers, "progress": progress, "scheduler": scheduler}
     if encoder is not None:
         if crop_size is not None and int(crop_size) != encoder.image_size:
             raise DataError(f"crop size mismatch: --crop-size {crop_size}, encoder {encoder.path} "

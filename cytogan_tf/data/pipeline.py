@@ -23,7 +23,7 @@ def count_cells(shards_dir: str | os.PathLike) -> int:
 
 def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=None,
                  repeat=True, with_metadata=False, drop_remainder=True, scale="tanh",
-                 shuffle_buffer=None, labels=None):
+                 shuffle_buffer=None, labels=None, shards=None):
     """Batches of crops from a shards directory.
 
     Without metadata: image tensors [B,H,W,3] (`scale`: "tanh" float32 in [-1,1],
@@ -33,7 +33,8 @@ def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=No
     turns off shuffle, augmentation and repeat and keeps the last partial batch.
     With `seed` set the stream (order and augmentation) is identical run to run.
     `labels` (a `data.labels.WeakLabels`) makes training batches (images, class index)
-    pairs, the index looked up from each record's cell_id.
+    pairs, the index looked up from each record's cell_id. `shards` (names) reads only
+    those shards of the directory, e.g. one per cluster task.
     """
     import tensorflow as tf
 
@@ -42,7 +43,7 @@ def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=No
     if int(batch_size) <= 0:
         raise DataError(f"batch_size must be positive, got {batch_size}")
     info = read_dataset_info(shards_dir)
-    paths = [str(p) for p in shard_paths(shards_dir, info)]
+    paths = [str(p) for p in shard_paths(shards_dir, info) if shards is None or p.name in shards]
     if not paths or int(info["n_cells"]) == 0:
         raise DataError(f"{shards_dir}: dataset holds no cells")
     crop = int(info["crop_size"])

@@ -22,6 +22,7 @@ Stages, each restartable:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -90,6 +91,7 @@ class PrepareOptions:
     skip_bad: bool = False
     limit: int | None = None
     objects: str | None = None
+    scheduler: str | None = None   # Dask scheduler address or "local" (cytogan_tf.cluster)
     percentiles: tuple[float, float] = (0.1, 99.9)
     normalization_sample_images: int = 8
     saturation_fraction: float = 0.5
@@ -422,17 +424,9 @@ def _make_parts(parts, todo, blocks, rows, state, objects, options) -> None:
 
     tasks = [task(i) for k in todo for i in blocks[k]]
     bar = progress_bar(total=len(tasks), desc="prepare", unit="image", enabled=options.progress)
-    pool = None
-    try:
-        if options.workers > 1 and len(tasks) > 1:
-            from ..workers import process_pool
-
-            # forkserver: workers never inherit a parent that has TensorFlow's threads;
-            # they exit by themselves if this process is killed.
-            pool = process_pool(options.workers, "forkserver")
-            results = pool.map(process_image_set, tasks, chunksize=1)
-        else:
-            results = map(process_image_set, tasks)
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        results = _run_tasks(stack, tasks, options)
         errors = []
         for k in todo:
             block = [(i, next(results)) for i in blocks[k]]
@@ -442,12 +436,30 @@ def _make_parts(parts, todo, blocks, rows, state, objects, options) -> None:
                 errors.extend(failed)
                 continue
             _write_part(parts, k, block, rows)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
     if errors:
         raise bad_files_error(errors)
+
+
+def _run_tasks(stack: contextlib.ExitStack, tasks: list, options: PrepareOptions):
+    """process_image_set over `tasks`, results in task order: on a Dask cluster
+    (--scheduler), a local process pool (--workers N) or in this process."""
+    if options.scheduler:
+        from ..cluster import dask_client, map_in_order
+
+        client = stack.enter_context(dask_client(options.scheduler, options.workers,
+                                                 quiet=not options.progress))
+        results = map_in_order(client, process_image_set, tasks, key="cytogan-image-set")
+        stack.callback(results.close)  # cancel what is left before the client closes
+        return results
+    if options.workers > 1 and len(tasks) > 1:
+        from ..workers import process_pool
+
+        # forkserver: workers never inherit a parent that has TensorFlow's threads;
+        # they exit by themselves if this process is killed.
+        pool = process_pool(options.workers, "forkserver")
+        stack.callback(pool.shutdown, cancel_futures=True)
+        return pool.map(process_image_set, tasks, chunksize=1)
+    return map(process_image_set, tasks)
 
 
 def _write_part(parts: Path, k: int, block, rows) -> None:
