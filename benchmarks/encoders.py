@@ -4,7 +4,8 @@ For each plate preset (demo: MOAs differ in size, brightness and texture; textur
 texture and shape) and each model variant, over several training seeds, it reports NSC /
 NSCB 1-NN MOA accuracy and mAP (global TVN, the demo's normalisation) of:
 
-- the trained encoder, for every readout of the same trained networks (hidden, multiscale);
+- the trained encoder, for every readout of the same trained networks (hidden, multiscale,
+  texture);
 - the same network untrained (same seed): what the architecture alone gives;
 - hand-made features, and their size + mean-intensity subset (which must be near chance
   on the texture preset, or the preset does not do what it says);
@@ -38,6 +39,9 @@ VARIANTS = {
     "lsgan-aug": {"arch": "lsgan", **PLAIN, "augment": "diff"},
     "lsgan-ssl": {"arch": "lsgan", **SSL},
     "lsgan-ssl-strong": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive"},
+    # The contrastive head trains the texture readout itself (second-order pooling).
+    "lsgan-ssl-texture": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive",
+                          "head_features": "texture", "readout": "texture"},
     "lsgan-ssl-strong-t01": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive", "ssl_temperature": 0.1},
     "lsgan-ssl-fast": {"arch": "lsgan", **SSL, "train": {"d_lr": 2e-4}},
     "lsgan-ssl-t01": {"arch": "lsgan", **SSL, "ssl_temperature": 0.1},
@@ -58,7 +62,7 @@ VARIANTS = {
     "bigan-aug": {"arch": "bigan", "augment": "diff"},
     "began": {"arch": "began"},
 }
-READOUTS = ("hidden", "multiscale")
+READOUTS = ("hidden", "multiscale", "texture")
 SIZE_INTENSITY = [f"{o}_AreaShape_Area" for o in ("Nuclei", "Cells")] + [
     f"{o}_Intensity_MeanIntensity_{c}" for o in ("Nuclei", "Cells") for c in ("DNA", "Actin", "Tubulin")]
 

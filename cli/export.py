@@ -17,9 +17,10 @@ import click
               help="TF Serving model root; models.config is rewritten here.")
 @click.option("--config-root", default="/models", show_default=True,
               help="Directory the server sees <base-dir> as; models.config base_path = ROOT/<model>.")
-@click.option("--readout", type=click.Choice(["hidden", "multiscale"]), default=None,
+@click.option("--readout", type=click.Choice(["hidden", "multiscale", "texture"]), default=None,
               help="Encoder readout to export (default: the run's model.readout). hidden: the "
-                   "paper's dense layer; multiscale: average+max pooled features of every stage.")
+                   "paper's dense layer; multiscale: average+max pooled features of every stage; "
+                   "texture: correlations and spreads of the first stage's channels.")
 def export(run_dir, name, version, base_dir, config_root, readout):
     """Export RUN_DIR's generator and encoder as float32 SavedModels for TensorFlow Serving."""
     from cytogan_tf.export import export_run

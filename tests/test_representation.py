@@ -20,6 +20,7 @@ from cytogan_tf.export import export_run, read_export_metadata
 from cytogan_tf.models import build_gan, make_optimizers
 from cytogan_tf.models.augment import BACKGROUND, channel_gain, diff_augment, dihedral, strong_augment, translate, zoom
 from cytogan_tf.models.networks import multiscale_dim
+from cytogan_tf.models.second_order import ChannelCorrelation, texture_dim
 from cytogan_tf.training import load_run, train
 
 from training_helpers import CROP, TINY_WIDTHS, tiny_config, write_tiny_shards
@@ -113,6 +114,11 @@ def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones(
     ("began", {"readout": "multiscale"}),
     ("bigan", {"augment": "diff"}),
     ("bigan", {"readout": "multiscale"}),
+    ("lsgan", {"readout": "texture", "augment": "strong", "ssl": "contrastive",
+               "head_features": "texture"}),
+    ("wgan", {"readout": "texture", "ssl": "contrastive", "head_features": "both", "n_critic": 1}),
+    ("began", {"readout": "texture"}),
+    ("bigan", {"readout": "texture"}),
 ])
 def test_option_trains_with_finite_losses_and_moves_its_networks(arch, extra):
     gan = build_gan({"arch": arch, **TINY, **extra}, seed=1)
@@ -128,9 +134,26 @@ def test_option_trains_with_finite_losses_and_moves_its_networks(arch, extra):
     after = gan.d_variables + gan.g_variables
     assert all(not np.allclose(b, a.numpy()) for b, a in zip(before, after) if b.ndim > 1)
     emb = gan.encoder(x, training=False)
-    want = multiscale_dim(TINY["widths"]) if extra.get("readout") == "multiscale" else \
-        (TINY["latent_dim"] if arch == "bigan" else TINY["encoder_dim"])
+    want = {"multiscale": multiscale_dim(TINY["widths"]), "texture": texture_dim(TINY["widths"])}.get(
+        extra.get("readout"), TINY["latent_dim"] if arch == "bigan" else TINY["encoder_dim"])
     assert emb.shape == (4, want) and emb.dtype == tf.float32
+
+
+def test_texture_readout_is_each_images_channel_correlations_and_spreads():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 6, 5, 4)).astype("float32")
+    x[..., 1] = 0.5 * x[..., 0] + 0.1 * x[..., 1]          # channels 0 and 1 correlate
+    out = ChannelCorrelation()(tf.constant(x)).numpy()
+    assert out.shape == (3, 4 * 3 // 2 + 4)
+    for img, row in zip(x, out):
+        flat = img.reshape(-1, 4)
+        want_corr = np.corrcoef(flat, rowvar=False)[np.triu_indices(4, 1)]
+        np.testing.assert_allclose(row[:6], want_corr, atol=1e-3)
+        np.testing.assert_allclose(row[6:], flat.std(axis=0), rtol=1e-3)
+    assert out[:, 0].min() > 0.9  # the correlated pair
+    # invariant to where the texture sits: a shifted image gives the same features
+    rolled = np.roll(x, 2, axis=1)
+    np.testing.assert_allclose(ChannelCorrelation()(tf.constant(rolled)).numpy(), out, atol=1e-5)
 
 
 def test_bigan_encoder_maps_cells_to_latents_and_back_to_images():
@@ -143,7 +166,7 @@ def test_bigan_encoder_maps_cells_to_latents_and_back_to_images():
 @pytest.mark.parametrize("key,value,message", [
     ("readout", "flat", "model.readout"), ("augment", "colour", "model.augment"),
     ("ssl", "rotation", "model.ssl"), ("ssl_weight", -1, "model.ssl_weight"),
-    ("ssl_temperature", 0, "model.ssl_temperature"),
+    ("ssl_temperature", 0, "model.ssl_temperature"), ("head_features", "all", "model.head_features"),
 ])
 def test_bad_representation_options_are_config_errors(key, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -184,6 +207,13 @@ def test_contrastive_run_resumes_its_head_and_exports_both_readouts(shards, tmp_
     meta_m, meta_h = read_export_metadata(multi["encoder"]), read_export_metadata(hidden["encoder"])
     assert meta_m["encoder_dim"] == multiscale_dim(TINY_WIDTHS) and meta_m["readout"] == "multiscale"
     assert meta_h["encoder_dim"] == cfg["model"]["encoder_dim"] and meta_h["readout"] == "hidden"
+    texture = export_run(run, "texture", base, readout="texture")
+    meta_t = read_export_metadata(texture["encoder"])
+    assert meta_t["encoder_dim"] == texture_dim(TINY_WIDTHS) and meta_t["readout"] == "texture"
+    served_t = tf.saved_model.load(str(texture["encoder"])).signatures["serving_default"](
+        images=np.random.default_rng(1).uniform(0, 1, (2, CROP, CROP, 3)).astype(np.float32))
+    assert served_t["embeddings"].shape == (2, texture_dim(TINY_WIDTHS))
+    assert np.isfinite(served_t["embeddings"].numpy()).all()
     # the readout is a view of the same trained D: both come from the step-4 weights
     loaded = load_run(run, readout="hidden")
     x = np.random.default_rng(0).uniform(0, 1, (2, CROP, CROP, 3)).astype(np.float32)

@@ -21,7 +21,8 @@ _SSL_KEYS = {"ssl", "ssl_weight", "ssl_temperature"}
 # Weak treatment labels (data/labels.py, models/class_head.py); `train` sets n_classes
 # from the shards.
 _WEAK_KEYS = {"weak_labels", "weak_weight", "n_classes"}
-_D_HEAD_KEYS = _SSL_KEYS | _WEAK_KEYS
+# Which of D's pooled features the heads train on (networks.HEAD_FEATURES).
+_D_HEAD_KEYS = _SSL_KEYS | _WEAK_KEYS | {"head_features"}
 _ARCH_KEYS = {
     "dcgan": _D_HEAD_KEYS,
     "lsgan": _D_HEAD_KEYS,
@@ -95,6 +96,11 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
 
     readout = cfg.get("readout", "hidden")
     _check(readout in READOUTS, f"model.readout: {readout!r} must be one of {', '.join(READOUTS)}")
+    from .networks import HEAD_FEATURES
+
+    head = cfg.get("head_features", "multiscale")
+    _check(head in HEAD_FEATURES,
+           f"model.head_features: {head!r} must be one of {', '.join(HEAD_FEATURES)}")
     augment = cfg.get("augment", "none")
     _check(augment in AUGMENTS, f"model.augment: {augment!r} must be one of {', '.join(AUGMENTS)}")
     ssl = cfg.get("ssl", "none")

@@ -20,7 +20,7 @@ from keras import layers
 
 from .. import losses
 from .base import BaseGAN
-from .networks import _readout_model, build_generator, downsampling_stages, multiscale_pool
+from .networks import _readout_model, build_generator, downsampling_stages
 
 JOINT_WIDTH = 256
 
@@ -33,7 +33,7 @@ def build_latent_encoder(image_size, widths, latent_dim, *, readout="hidden"):
     feats = layers.Flatten(name="e_flatten")(stages[-1])
     z = layers.Dense(latent_dim, dtype="float32", name="e_latent")(feats)
     latent_encoder = keras.Model(images, z, name="latent_encoder")
-    return latent_encoder, _readout_model(images, z, multiscale_pool(stages, prefix="e"), readout)
+    return latent_encoder, _readout_model(images, z, stages, readout, prefix="e")
 
 
 def build_joint_discriminator(image_size, widths, latent_dim):

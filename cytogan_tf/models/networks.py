@@ -142,12 +142,13 @@ def build_generator(latent_dim, image_size, widths, *, norm="batch", act="relu",
 
 
 def build_discriminator_with_encoder(image_size, widths, encoder_dim, *, norm="batch",
-                                     readout="hidden"):
+                                     readout="hidden", head_features="multiscale"):
     """Discriminator whose output is Dense(1) on a linear `encoder_dim` hidden layer.
 
     Returns (D, encoder, trunk). The encoder shares D's layers and reads it out as
-    `readout` names (see `multiscale_pool`); `trunk` maps images to [logits, pooled
-    multiscale features] in one pass, for heads that train on D's features.
+    `readout` names (see `READOUTS`); `trunk` maps images to [logits, pooled features]
+    in one pass, for heads that train on D's features: `head_features` picks them
+    ("multiscale", "texture" or "both"), so self-supervision can train the readout used.
     """
     images = keras.Input((image_size, image_size, 3), name="images")
     stages = downsampling_stages(images, widths, norm=norm, act="lrelu", prefix="d")
@@ -156,19 +157,41 @@ def build_discriminator_with_encoder(image_size, widths, encoder_dim, *, norm="b
     logits = layers.Dense(1, dtype="float32", name="d_logits")(hidden)
     pooled = multiscale_pool(stages, prefix="d")
     disc = keras.Model(images, logits, name="discriminator")
-    trunk = keras.Model(images, [logits, pooled], name="discriminator_trunk")
-    encoder = _readout_model(images, hidden, pooled, readout)
+    trunk = keras.Model(images, [logits, _head_features(stages, pooled, head_features)],
+                        name="discriminator_trunk")
+    encoder = _readout_model(images, hidden, stages, readout, prefix="d", pooled=pooled)
     return disc, encoder, trunk
 
 
-READOUTS = ("hidden", "multiscale")
+READOUTS = ("hidden", "multiscale", "texture")
+HEAD_FEATURES = ("multiscale", "texture", "both")
 
 
-def _readout_model(images, hidden, pooled, readout):
+def _head_features(stages, pooled, which):
+    from .second_order import texture_pool
+
+    if which == "multiscale":
+        return pooled
+    texture = texture_pool(stages, prefix="d_head")
+    if which == "texture":
+        return texture
+    if which == "both":
+        return layers.Concatenate(dtype="float32", name="d_head_both")([pooled, texture])
+    raise ValueError(f"unknown head features {which!r}; valid: {', '.join(HEAD_FEATURES)}")
+
+
+def _readout_model(images, hidden, stages, readout, *, prefix, pooled=None):
+    """The encoder: `hidden` (the paper's dense code), `multiscale` (first-order pooling
+    of every stage) or `texture` (second-order pooling of the first, models/second_order.py)."""
     if readout == "hidden":
         return keras.Model(images, hidden, name="encoder")
     if readout == "multiscale":
-        return keras.Model(images, pooled, name="encoder")
+        return keras.Model(images, pooled if pooled is not None else multiscale_pool(stages, prefix=prefix),
+                           name="encoder")
+    if readout == "texture":
+        from .second_order import texture_pool
+
+        return keras.Model(images, texture_pool(stages, prefix=prefix), name="encoder")
     raise ValueError(f"unknown encoder readout {readout!r}; valid: {', '.join(READOUTS)}")
 
 
@@ -202,5 +225,5 @@ def build_autoencoder(image_size, widths, encoder_dim, *, readout="hidden"):
     recon = upsampling_decoder(
         code, image_size, widths, norm="none", act="elu", prefix="d_dec", out_activation="linear"
     )
-    encoder = _readout_model(images, code, multiscale_pool(stages, prefix="d_enc"), readout)
+    encoder = _readout_model(images, code, stages, readout, prefix="d_enc")
     return keras.Model(images, recon, name="discriminator"), encoder
