@@ -150,10 +150,6 @@ def evaluate(profiles_dirs, out_dir, aggregation, embedding, generator_dir, data
               help="Normalisation of each feature set's well profiles (as in `cytogan profile`).")
 @click.option("--tvn-scope", type=click.Choice(("plate", "global")), default="global", show_default=True,
               help="TVN fitted per plate or on all DMSO cells.")
-@click.option("--scheduler", default=None, metavar="ADDRESS|local",
-              help="Run one task per shard on Dask (pip install 'cytogan-tf[dask]'): 'local' "
-                   "starts a LocalCluster of --workers processes, else a scheduler address or "
-                   "file. Workers import TensorFlow and load the encoder; same tables.")
 @click.option("--evaluate/--no-evaluate", "run_evaluate", default=False,
               help="Also run `cytogan evaluate` on the result and print the MOA table.")
 def combine(profile_dirs, out_dir, normalize, tvn_scope, run_evaluate):
