@@ -42,6 +42,9 @@ VARIANTS = {
     # The contrastive head trains the texture readout itself (second-order pooling).
     "lsgan-ssl-texture": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive",
                           "head_features": "texture", "readout": "texture"},
+    # A first stage as wide as the second (32 channels): a richer texture readout.
+    "lsgan-ssl-wide": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive",
+                       "widths": [128, 64, 32, 32]},
     "lsgan-ssl-strong-t01": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive", "ssl_temperature": 0.1},
     "lsgan-ssl-fast": {"arch": "lsgan", **SSL, "train": {"d_lr": 2e-4}},
     "lsgan-ssl-t01": {"arch": "lsgan", **SSL, "ssl_temperature": 0.1},

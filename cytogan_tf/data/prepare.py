@@ -543,8 +543,10 @@ def _merge(out: Path, state: dict, options: PrepareOptions) -> PrepareResult:
         log.warning("the %d px crop keeps only %d of %d cells found (the rest touch the image "
                     "border); %s", plan["crop_size"], total, found, suggest_crop(summaries, found))
 
-    diameter = state["nucleus_diameter"]["value"]
-    if plan["crop_size"] < 1.5 * diameter:
+    # A state saved before the diameter was measured (an older release's parts) has none.
+    size_info = state.get("nucleus_diameter")
+    diameter = size_info["value"] if size_info else 0.0
+    if size_info and plan["crop_size"] < 1.5 * diameter:
         log.warning("the %d px crop is narrower than 1.5 nucleus diameters (nuclei are %.0f px "
                     "across): most cells are cut; --crop-size %d fits one cell",
                     plan["crop_size"], diameter, suggested_crop_size(diameter))
@@ -585,9 +587,9 @@ def _merge(out: Path, state: dict, options: PrepareOptions) -> PrepareResult:
         "layout": plan["layout"],
         "mask": plan["mask"],
         "seed": plan["seed"],
-        "segmentation": state["segmentation"],
-        "nucleus_diameter": state["nucleus_diameter"],
-        "suggested_crop_size": suggested_crop_size(state["nucleus_diameter"]["value"]),
+        "segmentation": state.get("segmentation", plan["segmentation"]),
+        "nucleus_diameter": size_info,
+        "suggested_crop_size": suggested_crop_size(diameter) if size_info else None,
         "skipped": skipped,
         "prepare_fingerprint": state["fingerprint"],
         "format_version": shards.FORMAT_VERSION,
