@@ -22,15 +22,15 @@ ROUND_SINGLE = 0.75    # clumps of touching nuclei are far from round; single nu
 
 
 def log_otsu_mask(img: np.ndarray) -> np.ndarray:
-    """Foreground by Otsu on log intensity (empty if flat)."""
+    """Foreground by Otsu on log intensity (threshold.log_image), empty when the image
+    has no intensity range or no object stands above its noise."""
     from skimage.filters import threshold_otsu
 
-    lo, hi = np.percentile(img[::2, ::2], [0.5, 99.9])
-    if not hi > lo:
-        return np.zeros(img.shape, bool)
-    from .threshold import has_signal
+    from .threshold import has_signal, log_image
 
-    logged = np.log(np.clip(img - lo, 0, None) + 0.01 * (hi - lo))
+    logged, has_range = log_image(img)
+    if not has_range:
+        return np.zeros(img.shape, bool)
     mask = logged > threshold_otsu(logged)
     return mask if has_signal(img, mask) else np.zeros(img.shape, bool)
 

@@ -251,7 +251,7 @@ def _declump(mask: np.ndarray, smoothed: np.ndarray, params: SegmentParams) -> n
 
 def _split_by_markers(mask: np.ndarray, landscape: np.ndarray, min_distance: int) -> np.ndarray:
     """Label `mask`, cutting each component with more than one maximum of `landscape`
-    (within `min_distance` px) by a marker watershed on its own bounding box.
+    (within `min_distance` px) by a marker watershed confined to those components.
 
     Written out rather than peak_local_max + one watershed of the whole field because
     most components hold a single nucleus: they need neither, and this is what keeps
@@ -269,16 +269,11 @@ def _split_by_markers(mask: np.ndarray, landscape: np.ndarray, min_distance: int
     component_of = np.zeros(n_plateaus + 1, np.int64)
     component_of[plateaus[peaks]] = components[peaks]   # a plateau lies in one component
     per_component = np.bincount(component_of[1:], minlength=n_comp + 1)
-    out = np.zeros(mask.shape, np.int32)
-    # Components with one maximum (or none) are one nucleus each.
+    # Components with one maximum (or none) are one nucleus each: numbered 1..n_single.
     single = per_component <= 1
     single[0] = False
-    next_label = 1
-    ids = np.flatnonzero(single)
-    relabel = np.zeros(n_comp + 1, np.int32)
-    relabel[ids] = np.arange(next_label, next_label + len(ids))
-    out = relabel[components]
-    next_label += len(ids)
+    n_single = int(single.sum())
+    out = np.where(single, np.cumsum(single), 0).astype(np.int32)[components]
     clumps = (per_component > 1)[components]
     if clumps.any():
         # One watershed over all clumps at once; each marker floods only its own clump.
@@ -286,7 +281,7 @@ def _split_by_markers(mask: np.ndarray, landscape: np.ndarray, min_distance: int
         cut = watershed(-landscape, markers, mask=clumps)
         used = np.zeros(n_plateaus + 1, bool)
         used[cut[clumps]] = True
-        new_ids = (next_label - 1 + np.cumsum(used)).astype(np.int32)
+        new_ids = (n_single + np.cumsum(used)).astype(np.int32)
         out[clumps] = new_ids[cut[clumps]]
     return out
 
@@ -309,7 +304,9 @@ def segment_cells(nuclei: np.ndarray, cytoplasm: np.ndarray,
     from skimage.filters import threshold_otsu
     from skimage.segmentation import watershed
 
-    params = params if params is not None and params.is_resolved else (params or SegmentParams()).resolved()
+    params = params or SegmentParams()
+    if not params.is_resolved:
+        params = params.resolved()
     if nuclei.max() == 0:
         return np.zeros(nuclei.shape, np.int32)
     smoothed = _smooth(cytoplasm, params.cell_smoothing_sigma)

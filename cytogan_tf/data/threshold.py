@@ -25,7 +25,7 @@ def foreground(smoothed: np.ndarray, method: str, scale: float = 1.0,
     if float(smoothed.max()) <= float(smoothed.min()):
         return np.zeros(smoothed.shape, bool)  # flat image: nothing to find
     if method == "adaptive":
-        logged, offset = log_image(smoothed)
+        logged, _ = log_image(smoothed)
         mask = logged > threshold_otsu(logged) + np.log(scale)
     else:
         otsu = threshold_otsu(smoothed)
@@ -51,12 +51,15 @@ def has_signal(image: np.ndarray, mask: np.ndarray) -> bool:
     contrast = float(np.median(inside)) - centre
     return contrast > MIN_CONTRAST * max(sigma, 1e-12 * max(abs(centre), 1.0))
 
-def log_image(image: np.ndarray) -> tuple[np.ndarray, float]:
-    """log of the image above its dark floor, with an offset of 1% of the range so the
-    background noise does not spread over many decades."""
+
+def log_image(image: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(log of the image above its dark floor, whether it has an intensity range): the
+    offset of 1% of the range keeps background noise from spreading over many decades;
+    an image whose 0.5 and 99.9 percentiles agree gets an offset of 1 instead."""
     lo, hi = np.percentile(image[::2, ::2], [0.5, 99.9])
-    offset = 0.01 * float(hi - lo) if hi > lo else 1.0
-    return np.log(np.clip(image - lo, 0, None) + offset), offset
+    has_range = bool(hi > lo)
+    offset = 0.01 * float(hi - lo) if has_range else 1.0
+    return np.log(np.clip(image - lo, 0, None) + offset), has_range
 
 
 def background_level(image: np.ndarray, mask: np.ndarray) -> float:
@@ -70,7 +73,6 @@ def trim_to_half_height(labels: np.ndarray, image: np.ndarray, background: float
     """Each object keeps its pixels above background + fraction * (its 90th percentile -
     background), holes filled: the full-width-at-half-maximum edge of a blurred nucleus,
     measured per nucleus so a dim one is not judged by a bright neighbour."""
-
     n = int(labels.max(initial=0))
     if n == 0:
         return labels
