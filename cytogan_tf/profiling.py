@@ -154,9 +154,12 @@ def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = N
     ids = [p["ids"] for p in parts if len(p["ids"])]
     embeddings = [p["embeddings"] for p in parts if p["embeddings"] is not None and len(p["ids"])]
     handmade = [p["handmade"] for p in parts if p["handmade"] is not None and len(p["ids"])]
-    embed_seconds = sum(p["embed_seconds"] for p in parts)
-    embed_cells = sum(p["embed_cells"] for p in parts)
-    first_call = next((p["first_call"] for p in parts if p["first_call"]), (0.0, 0))
+    # Only the very first encoder call traces the graph; every shard's own first batch
+    # after it is steady-state work and counts towards the rate.
+    first_calls = [p["first_call"] for p in parts if p["first_call"]]
+    first_call = first_calls[0] if first_calls else (0.0, 0)
+    embed_seconds = sum(p["embed_seconds"] for p in parts) + sum(t for t, _ in first_calls[1:])
+    embed_cells = sum(p["embed_cells"] for p in parts) + sum(n for _, n in first_calls[1:])
     if not ids:
         raise DataError(f"{shards_dir}: no cells to profile (empty data set)")
     ids = np.concatenate(ids)
