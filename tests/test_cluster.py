@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -18,21 +13,11 @@ pytest.importorskip("distributed")
 from cytogan_tf.data.prepare import PrepareOptions, prepare, prepare_section  # noqa: E402
 from cytogan_tf.errors import DataError  # noqa: E402
 
-from test_workers import _alive, _children  # noqa: E402
+from test_workers import assert_sigkill_leaves_no_descendant  # noqa: E402
 
 
 def _bytes(d: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(Path(d).iterdir()) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def plates(tmp_path_factory):
-    from cytogan_tf.data.synthetic import load_preset, simulate_plates
-
-    settings = dataclasses.replace(load_preset("tiny"), image_size=(96, 96), cells_per_image=5)
-    out = tmp_path_factory.mktemp("synth") / "plates"
-    simulate_plates(out, settings, progress=False)
-    return out
 
 
 def _options(**kw):
@@ -41,17 +26,17 @@ def _options(**kw):
 
 
 @pytest.fixture(scope="module")
-def in_process(plates, tmp_path_factory):
+def in_process(small_plates, tmp_path_factory):
     out = tmp_path_factory.mktemp("inproc") / "shards"
-    prepare(plates, out, options=_options())
+    prepare(small_plates, out, options=_options())
     return out
 
 
-def test_local_cluster_prepare_and_profile_match_the_in_process_bytes(plates, in_process, tmp_path):
+def test_local_cluster_prepare_and_profile_match_the_in_process_bytes(small_plates, in_process, tmp_path):
     from cytogan_tf.profiling import profile_shards
 
     out = tmp_path / "dask"
-    prepare(plates, out, options=_options(scheduler="local", workers=2))
+    prepare(small_plates, out, options=_options(scheduler="local", workers=2))
     assert _bytes(out) == _bytes(in_process)
 
     tables = {}
@@ -63,20 +48,20 @@ def test_local_cluster_prepare_and_profile_match_the_in_process_bytes(plates, in
     assert tables["dask"] and tables["dask"] == tables["inproc"]
 
 
-def test_a_rerun_on_the_cluster_skips_finished_parts(plates, in_process, tmp_path):
+def test_a_rerun_on_the_cluster_skips_finished_parts(small_plates, in_process, tmp_path):
     out = tmp_path / "resume"
     # Parts from an in-process run that stopped before merging...
-    prepare(plates, out, options=_options(), shard=(0, 3))
+    prepare(small_plates, out, options=_options(), shard=(0, 3))
     done = sorted(p.name for p in (out / ".parts").glob("part-*.tfrecord"))
     assert done == ["part-00000.tfrecord"]
     before = (out / ".parts" / done[0]).stat().st_mtime_ns
     # ...are kept by a cluster run, which makes the rest and merges.
-    prepare(plates, out, options=_options(scheduler="local", workers=1))
+    prepare(small_plates, out, options=_options(scheduler="local", workers=1))
     assert _bytes(out) == _bytes(in_process)
     assert not (out / ".parts").exists() and before  # merged; parts dir removed
 
 
-def test_missing_dask_or_unreachable_scheduler_is_one_clear_error(monkeypatch, plates, tmp_path):
+def test_missing_dask_or_unreachable_scheduler_is_one_clear_error(monkeypatch, small_plates, tmp_path):
     import importlib.util
 
     from cytogan_tf import cluster
@@ -91,7 +76,7 @@ def test_missing_dask_or_unreachable_scheduler_is_one_clear_error(monkeypatch, p
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "distributed" else real(name, *a))
     with pytest.raises(DataError, match=r"pip install 'cytogan-tf\[dask\]'"):
-        prepare(plates, tmp_path / "x", options=_options(scheduler="local"))
+        prepare(small_plates, tmp_path / "x", options=_options(scheduler="local"))
 
 
 SCRIPT = textwrap.dedent("""
@@ -107,18 +92,6 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_sigkill_of_the_client_leaves_no_dask_process_alive(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, text=True,
-                            cwd=tmp_path)
-    try:
-        assert proc.stdout.readline().strip() == "READY"
-        kids = _children(proc.pid)
-        assert len(kids) >= 2  # the two worker processes (the nannies run in the client)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(_alive(k) for k in kids):
-            time.sleep(0.2)
-        assert not [k for k in kids if _alive(k)]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # the two worker processes (the nannies run in the client)
+    assert_sigkill_leaves_no_descendant([sys.executable, "-c", SCRIPT], min_children=2,
+                                        timeout=20, cwd=tmp_path)

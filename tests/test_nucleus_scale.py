@@ -3,7 +3,6 @@ follow it, dim and large nuclei, empty fields, and the --nucleus-diameter overri
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -97,20 +96,10 @@ def test_object_matching_counts_splits_and_misses():
     assert match_objects(truth, np.zeros_like(truth))["f1"] == 0.0
 
 
-@pytest.fixture(scope="module")
-def plates(tmp_path_factory):
-    from cytogan_tf.data.synthetic import load_preset, simulate_plates
-
-    settings = dataclasses.replace(load_preset("tiny"), image_size=(96, 96), cells_per_image=5)
-    out = tmp_path_factory.mktemp("synth") / "plates"
-    simulate_plates(out, settings, progress=False)
-    return out
-
-
-def test_prepare_measures_the_diameter_and_records_it(plates, tmp_path):
+def test_prepare_measures_the_diameter_and_records_it(small_plates, tmp_path):
     from cli.main import cli
 
-    res = CliRunner().invoke(cli, ["prepare", str(plates), "--out", str(tmp_path / "a"),
+    res = CliRunner().invoke(cli, ["prepare", str(small_plates), "--out", str(tmp_path / "a"),
                                    "--crop-size", "32", "--quiet"])
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "a" / "dataset.json").read_text())
@@ -122,10 +111,10 @@ def test_prepare_measures_the_diameter_and_records_it(plates, tmp_path):
     assert f"nuclei:     {d['value']:.1f} px across (estimated from" in res.output
 
 
-def test_nucleus_diameter_override_is_honoured_and_recorded(plates, tmp_path):
+def test_nucleus_diameter_override_is_honoured_and_recorded(small_plates, tmp_path):
     from cli.main import cli
 
-    res = CliRunner().invoke(cli, ["prepare", str(plates), "--out", str(tmp_path / "b"),
+    res = CliRunner().invoke(cli, ["prepare", str(small_plates), "--out", str(tmp_path / "b"),
                                    "--crop-size", "32", "--nucleus-diameter", "9", "--quiet"])
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "b" / "dataset.json").read_text())

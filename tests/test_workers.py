@@ -50,20 +50,27 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has already exited
 
 
-@pytest.mark.parametrize("method", ["forkserver", "spawn"])
-def test_sigkill_of_the_parent_leaves_no_worker_alive(method):
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, method], stdout=subprocess.PIPE,
-                            text=True)
+def assert_sigkill_leaves_no_descendant(argv, *, min_children: int, timeout: float, cwd=None):
+    """Run `argv` until it prints READY, SIGKILL it, and check that every process it had
+    started is gone within `timeout` seconds."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=cwd)
     try:
         assert proc.stdout.readline().strip() == "READY"
         kids = _children(proc.pid)
-        assert len(kids) >= 2  # the workers (plus forkserver / resource tracker)
+        assert len(kids) >= min_children
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(_alive(k) for k in kids):
             time.sleep(0.2)
         assert not [k for k in kids if _alive(k)]
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_sigkill_of_the_parent_leaves_no_worker_alive(method):
+    # the two workers (plus forkserver / resource tracker)
+    assert_sigkill_leaves_no_descendant([sys.executable, "-c", SCRIPT, method],
+                                        min_children=2, timeout=15)
