@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -54,12 +55,19 @@ def profile(encoder_dir, data_dir, out_dir, features, normalize, tvn_scope, batc
     if features in ("encoder", "both") and not encoder_dir:
         raise DataError(f"--features {features} needs --encoder (or use --features handcrafted)")
     encoder = Encoder(encoder_dir) if encoder_dir else None
-    shards_dir = ensure_shards(data_dir, out_dir, encoder=encoder, layout=layout,
-                               crop_size=crop_size, workers=workers, progress=progress,
-                               scheduler=scheduler)
-    result = profile_shards(shards_dir, out_dir, encoder=encoder, features=features,
-                            normalize=normalize, tvn_scope=tvn_scope, batch_size=batch_size,
-                            workers=workers, progress=progress, scheduler=scheduler)
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            from cytogan_tf.cluster import dask_client
+
+            # One cluster for both stages: raw plates are prepared and profiled on the
+            # same workers, which start (and import) once.
+            scheduler = stack.enter_context(dask_client(scheduler, workers, quiet=not progress))
+        shards_dir = ensure_shards(data_dir, out_dir, encoder=encoder, layout=layout,
+                                   crop_size=crop_size, workers=workers, progress=progress,
+                                   scheduler=scheduler)
+        result = profile_shards(shards_dir, out_dir, encoder=encoder, features=features,
+                                normalize=normalize, tvn_scope=tvn_scope, batch_size=batch_size,
+                                workers=workers, progress=progress, scheduler=scheduler)
     tables = result["tables"]
     click.echo(f"profiled {result['n_cells']} cells -> {tables['wells_mean']['rows']} wells, "
                f"{tables['treatments_mean']['rows']} treatments, "

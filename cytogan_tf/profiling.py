@@ -119,13 +119,14 @@ def images_at(shards_dir, positions) -> np.ndarray:
 
 def cell_features(shards_dir, *, features="encoder", encoder: Encoder | None = None,
                   batch_size=256, workers=1, progress=True,
-                  scheduler: str | None = None) -> tuple[pd.DataFrame, dict]:
+                  scheduler=None) -> tuple[pd.DataFrame, dict]:
     """Per-cell table: `Metadata_*` from the cells table + feature columns.
 
     Encoder columns are `<model>_<i>`; hand-made ones keep CellProfiler-style names
     (see `cytogan_tf.features`). Returns (table, stats) with stats["cells_per_s"].
     Work runs one shard at a time, in this process or as one Dask task per shard
-    (`scheduler`, see cytogan_tf.cluster); the table is the same either way.
+    (`scheduler`: an address, "local" or a distributed.Client, see cytogan_tf.cluster);
+    the table is the same either way.
     """
     from .data.shards import read_cells_table, read_dataset_info
     from .features import FEATURE_NAMES
@@ -303,7 +304,7 @@ def read_profile_settings(profiles_dir) -> dict:
 
 def profile_shards(shards_dir, out_dir, *, encoder=None, features="encoder", normalize="none",
                    tvn_scope="global", batch_size=256, workers=1, progress=True,
-                   scheduler: str | None = None) -> dict:
+                   scheduler=None) -> dict:
     """The `cytogan profile` pipeline on a prepared shards directory."""
     if Path(out_dir).resolve() == Path(shards_dir).resolve():
         # its cells.parquet would replace the shards' own cell table

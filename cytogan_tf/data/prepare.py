@@ -91,7 +91,7 @@ class PrepareOptions:
     skip_bad: bool = False
     limit: int | None = None
     objects: str | None = None
-    scheduler: str | None = None   # Dask scheduler address or "local" (cytogan_tf.cluster)
+    scheduler: object = None   # Dask: an address, "local" or a Client (cytogan_tf.cluster)
     percentiles: tuple[float, float] = (0.1, 99.9)
     normalization_sample_images: int = 8
     saturation_fraction: float = 0.5
