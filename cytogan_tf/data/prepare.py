@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..io_utils import atomic_write_json
 from . import normalize, shards
-from .crops import (CHANNELS, SaturatedImage, all_bad_files, bad_files_error, load_image_set,
+from .crops import (CELLS_PER_CROP, CHANNELS, SaturatedImage, all_bad_files, bad_files_error, load_image_set,
                     process_image_set, suggest_crop, suggested_crop_size)
 from .nucleus_scale import dataset_diameter
 from .segment import SegmentParams
@@ -161,7 +161,8 @@ class PrepareResult:
         if self.crop_size is not None:
             best = suggested_crop_size(d["value"])
             line += (f"; crop {self.crop_size} px" +
-                     ("" if best == self.crop_size else f" (about 3 diameters would be {best} px)"))
+                     ("" if best == self.crop_size else
+                      f" (about {CELLS_PER_CROP:g} diameters would be {best} px)"))
         return [line]
 
 
