@@ -37,8 +37,8 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..io_utils import atomic_write_json
 from . import normalize, shards
-from .crops import (CELLS_PER_CROP, CHANNELS, SaturatedImage, all_bad_files, bad_files_error, load_image_set,
-                    process_image_set, suggest_crop, suggested_crop_size)
+from .crops import (CELLS_PER_CROP, CHANNELS, SaturatedImage, all_bad_files, bad_files_error,
+                    load_image_set, process_image_set, suggest_crop, suggested_crop_size)
 from .nucleus_scale import dataset_diameter
 from .segment import SegmentParams
 
