@@ -59,6 +59,14 @@ VARIANTS = {
                        "weak_weight": 10.0},
     "lsgan-weak-diff-w10": {"arch": "lsgan", "augment": "diff", "ssl": "none",
                             "weak_labels": "treatment", "weak_weight": 10.0},
+    # The texture readout trained on treatment labels by its own optimizer (train.head_lr):
+    # at D's 7e-5 the class loss barely moves the first stage in 800 steps.
+    "lsgan-weak-texture": {"arch": "lsgan", "augment": "strong", "ssl": "none",
+                           "weak_labels": "treatment", "head_features": "texture",
+                           "readout": "texture", "train": {"head_lr": 1e-3}},
+    "lsgan-weak-texture-diff": {"arch": "lsgan", "augment": "diff", "ssl": "none",
+                                "weak_labels": "treatment", "head_features": "texture",
+                                "readout": "texture", "train": {"head_lr": 1e-3}},
     "dcgan-ssl": {"arch": "dcgan", **SSL},
     "wgan-ssl": {"arch": "wgan", **SSL},
     "bigan": {"arch": "bigan", "augment": "none"},

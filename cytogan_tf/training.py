@@ -56,6 +56,7 @@ TRAIN_DEFAULTS = {
     "max_checkpoints": 3,
     "sample_count": 64,
     "augment": False,
+    "head_lr": 0.0,  # > 0: D's heads train at this rate by their own Adam (models.make_head_optimizer)
 }
 
 
@@ -102,7 +103,7 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
 
     from .data.pipeline import make_dataset
     from .data.shards import read_dataset_info
-    from .models import build_gan, make_optimizers
+    from .models import build_gan, make_head_optimizer, make_optimizers
     from .precision import resolve_policy, set_policy
 
     out = Path(out_dir)
@@ -155,12 +156,13 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     with dist.scope():
         gan = build_gan(cfg["model"], seed=seed)
         g_opt, d_opt = make_optimizers(tcfg)
-        gan.compile(g_optimizer=g_opt, d_optimizer=d_opt)
+        h_opt = make_head_optimizer(tcfg) if gan._d_heads() else None
+        gan.compile(g_optimizer=g_opt, d_optimizer=d_opt, head_optimizer=h_opt)
         if strategy == "multiworker":
             _vector_metrics(gan)
         _build_networks(gan)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        ckpt = _make_checkpoint(gan, step_var, optimizers=_optimizers(gan, g_opt, d_opt))
+        ckpt = _make_checkpoint(gan, step_var, optimizers=_optimizers(gan, g_opt, d_opt, h_opt))
 
     ckpt_dir = out / CHECKPOINT_DIR
     if is_chief:
@@ -519,13 +521,16 @@ def _make_checkpoint(gan, step_var, optimizers):
     if gan.extra_networks():  # BiGAN's encoder, a contrastive head (absent: old checkpoints)
         objects["networks"] = dict(gan.extra_networks())
     if optimizers is not None:
-        objects["g_optimizer"], objects["d_optimizer"] = optimizers
+        objects["g_optimizer"], objects["d_optimizer"] = optimizers[:2]
+        if optimizers[2] is not None:  # D heads' own optimizer (train.head_lr)
+            objects["head_optimizer"] = optimizers[2]
     return tf.train.Checkpoint(**objects)
 
 
-def _optimizers(gan, g_opt, d_opt):
+def _optimizers(gan, g_opt, d_opt, h_opt=None):
     """The optimizers the model actually steps (compile may wrap them for loss scaling)."""
-    return (getattr(gan, "g_optimizer", None) or g_opt, getattr(gan, "d_optimizer", None) or d_opt)
+    return (getattr(gan, "g_optimizer", None) or g_opt, getattr(gan, "d_optimizer", None) or d_opt,
+            getattr(gan, "head_optimizer", None) or h_opt)
 
 
 def _build_networks(gan):

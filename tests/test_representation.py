@@ -17,7 +17,7 @@ import tensorflow as tf
 from cytogan_tf import losses
 from cytogan_tf.errors import ConfigError
 from cytogan_tf.export import export_run, read_export_metadata
-from cytogan_tf.models import build_gan, make_optimizers
+from cytogan_tf.models import build_gan, make_head_optimizer, make_optimizers
 from cytogan_tf.models.augment import BACKGROUND, channel_gain, diff_augment, dihedral, strong_augment, translate, zoom
 from cytogan_tf.models.networks import multiscale_dim
 from cytogan_tf.models.second_order import ChannelCorrelation, texture_dim
@@ -314,6 +314,40 @@ def test_class_head_learns_treatments_the_images_show():
         gan.train_step(x)
 
 
+@pytest.mark.parametrize("arch", ["lsgan", "wgan"])
+def test_head_optimizer_trains_the_texture_readout_on_labels_at_its_own_rate(arch):
+    """D's rate is set near zero: only the heads' own optimizer can teach the first stage."""
+    extra = {"n_critic": 1} if arch == "wgan" else {}
+    gan = build_gan({"arch": arch, **TINY, **extra, "readout": "texture", "head_features": "texture",
+                     "weak_labels": "treatment", "n_classes": 2}, seed=0)
+    gan.compile(*make_optimizers({**OPT, "d_lr": 1e-9}), head_optimizer=make_head_optimizer({"head_lr": 3e-2}))
+    head = gan.class_head.trainable_variables
+    assert not any(h is v for h in head for v in gan.d_variables)
+    assert all(any(h is v for v in gan.head_variables) for h in head)
+    conv0 = next(v for v in gan.discriminator.trainable_variables if "conv0" in v.path)
+    dense = gan.discriminator.trainable_variables[-1]  # D's output layer: no head reaches it
+    before, dense_before = conv0.numpy().copy(), dense.numpy().copy()
+    labels = tf.constant([0, 1] * 4, tf.int64)
+    # The classes differ in texture only: the same mean, fine stripes vs flat noise.
+    stripes = tf.reshape(tf.cast(tf.range(32) % 2, tf.float32) * 0.8 - 0.4, [1, 1, 32, 1])
+    x = tf.where(tf.reshape(labels, [-1, 1, 1, 1]) == 0, stripes, 0.0) + 0.05 * _images(8)
+    losses_seen = [float(gan.train_step((x, labels))["class_loss"]) for _ in range(30)]
+    assert all(math.isfinite(v) for v in losses_seen)
+    assert losses_seen[-1] < 0.5 * losses_seen[0], losses_seen
+    assert np.abs(conv0.numpy() - before).max() > 1e-3  # the head optimizer moved it
+    np.testing.assert_allclose(dense.numpy(), dense_before, atol=1e-6)  # only D's ~0 rate did
+
+
+def test_head_optimizer_needs_a_head_and_a_positive_rate():
+    assert make_head_optimizer({"g_lr": 1e-3}) is None
+    assert make_head_optimizer({"head_lr": 0.0}) is None
+    with pytest.raises(ConfigError, match="train.head_lr"):
+        make_head_optimizer({"head_lr": -1})
+    gan = build_gan({"arch": "lsgan", **TINY}, seed=0)
+    with pytest.raises(ValueError, match="needs a D head"):
+        gan.compile(*make_optimizers(OPT), head_optimizer=make_head_optimizer({"head_lr": 1e-3}))
+
+
 @pytest.mark.parametrize("extra,message", [
     ({"weak_labels": "moa"}, "model.weak_labels"),
     ({"weak_labels": "treatment"}, "model.n_classes"),
@@ -344,3 +378,19 @@ def test_weak_label_run_records_its_classes_resumes_and_exports(labelled_shards,
     other = write_tiny_shards(tmp_path / "two", compounds=["a", "b"])
     with pytest.raises(ConfigError, match="n_classes"):
         train(cfg, other, run, steps=6, resume=True, **kw)
+
+
+def test_head_optimizer_run_checkpoints_its_state_and_resumes(labelled_shards, tmp_path):
+    run = tmp_path / "run"
+    cfg = _config("lsgan", augment="strong", readout="texture", head_features="texture",
+                  weak_labels="treatment")
+    cfg["train"]["head_lr"] = 1e-3
+    kw = dict(precision="float32", seed=1, sample_every=2, checkpoint_every=2, verbose=0)
+    train(cfg, labelled_shards, run, steps=2, **kw)
+    reader = tf.train.load_checkpoint(str(run / "checkpoints"))
+    saved = reader.get_variable_to_shape_map()
+    assert any(k.startswith("head_optimizer/") for k in saved), sorted(saved)[:10]
+    result = train(cfg, labelled_shards, run, steps=4, resume=True, **kw)
+    assert result.step == 4 and math.isfinite(result.metrics["class_loss"])
+    paths = export_run(run, "weakt", tmp_path / "exported")
+    assert read_export_metadata(paths["encoder"])["encoder_dim"] == texture_dim(TINY_WIDTHS)

@@ -2,7 +2,8 @@
 
 `build_gan(cfg["model"])` builds one under the current Keras dtype policy (call
 `cytogan_tf.precision.set_policy` first, and enter `strategy.scope()` for tf.distribute);
-`make_optimizers(cfg["train"])` returns the two Adam optimizers for `gan.compile`.
+`make_optimizers(cfg["train"])` returns the two Adam optimizers for `gan.compile`, and
+`make_head_optimizer` the D heads' own one where `[train]` sets `head_lr`.
 TensorFlow is imported lazily so `import cytogan_tf.models` stays cheap.
 """
 
@@ -155,6 +156,21 @@ def make_optimizers(train_cfg: Mapping[str, Any]):
     g_opt = keras.optimizers.Adam(vals["g_lr"], beta_1=vals["beta1"], beta_2=vals["beta2"], name="g_adam")
     d_opt = keras.optimizers.Adam(vals["d_lr"], beta_1=vals["beta1"], beta_2=vals["beta2"], name="d_adam")
     return g_opt, d_opt
+
+
+def make_head_optimizer(train_cfg: Mapping[str, Any]):
+    """Adam at `head_lr` for D's representation heads (BaseGAN.compile's
+    `head_optimizer`), or None when `[train]` sets no `head_lr` or 0: the heads then
+    share D's optimizer and learning rate."""
+    import keras
+
+    lr = train_cfg.get("head_lr") or 0.0
+    _check(isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr >= 0,
+           f"train.head_lr: {lr!r} must be a number >= 0 (0: the heads use D's optimizer)")
+    if lr == 0:
+        return None
+    return keras.optimizers.Adam(lr, beta_1=train_cfg.get("beta1", 0.5),
+                                 beta_2=train_cfg.get("beta2", 0.999), name="head_adam")
 
 
 def __getattr__(name):  # lazy access to the classes without importing TensorFlow up front

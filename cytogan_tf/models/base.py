@@ -95,6 +95,7 @@ class BaseGAN(keras.Model):
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.g_optimizer = None
         self.d_optimizer = None
+        self.head_optimizer = None
         self.built = True  # the sub-models are functional and already built
 
     # -- Keras plumbing --------------------------------------------------------------
@@ -103,19 +104,29 @@ class BaseGAN(keras.Model):
         # listed here so fit() resets them at each epoch
         return list(self.trackers.values())
 
-    def compile(self, g_optimizer, d_optimizer, **kwargs):
+    def compile(self, g_optimizer, d_optimizer, head_optimizer=None, **kwargs):
         """Compile with one optimizer per network. Extra kwargs (steps_per_execution,
         jit_compile, run_eagerly) go to keras.Model.compile; XLA is off by default
-        because it is slower on CPU. Call inside `strategy.scope()` when distributing."""
+        because it is slower on CPU. Call inside `strategy.scope()` when distributing.
+
+        `head_optimizer` (with D heads only): the heads' losses then train the heads and
+        the D layers under them at this optimizer's own rate, apart from the adversarial
+        update (see `_head_update`); without it they join D's loss."""
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=None, **kwargs)
+        if head_optimizer is not None and not self._d_heads():
+            raise ValueError(f"{self.arch}: a head optimizer needs a D head (ssl or weak_labels)")
         if keras.config.dtype_policy().name == "mixed_float16":
             g_optimizer = _loss_scaled(g_optimizer)
             d_optimizer = _loss_scaled(d_optimizer)
+            head_optimizer = head_optimizer and _loss_scaled(head_optimizer)
+        self.head_optimizer = head_optimizer  # before d_variables, which depends on it
         # Create the optimizer slots now, eagerly (inside the caller's strategy scope):
         # created lazily inside fit()'s tf.function they break under MirroredStrategy.
         g_optimizer.build(self.g_variables)
         d_optimizer.build(self.d_variables)
+        if head_optimizer is not None:
+            head_optimizer.build(self.head_variables)
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
 
@@ -129,8 +140,18 @@ class BaseGAN(keras.Model):
 
     @property
     def d_variables(self):
-        extra = [v for head in self._d_heads().values() for v in head.trainable_variables]
-        return list(self.discriminator.trainable_variables) + extra
+        if self.head_optimizer is not None:  # the heads train under their own optimizer
+            return list(self.discriminator.trainable_variables)
+        return list(self.discriminator.trainable_variables) + self._head_only_variables()
+
+    @property
+    def head_variables(self):
+        """What the head optimizer trains: the heads and the D layers beneath the pooled
+        features they read (layers the heads' loss does not reach get no update)."""
+        return self._head_only_variables() + list(self.discriminator.trainable_variables)
+
+    def _head_only_variables(self):
+        return [v for head in self._d_heads().values() for v in head.trainable_variables]
 
     def _d_heads(self) -> dict:
         heads = {"ssl_head": self.ssl_head, "class_head": self.class_head}
@@ -187,26 +208,53 @@ class BaseGAN(keras.Model):
         generator step, taken after the discriminator moved). Returns (d_loss, g_loss,
         extras) with extras from the discriminator step.
         """
+        own_heads = self.head_optimizer is not None
         if self.update == "simultaneous":
-            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            with tf.GradientTape() as g_tape, tf.GradientTape(persistent=own_heads) as d_tape:
                 fake = self.generator(z, training=True)
                 d_loss, g_loss, extras = losses_of(real, fake)
                 d_scaled = self._scaled(self.d_optimizer, d_loss)
+                h_scaled = self._scaled_heads_loss(extras)
                 g_scaled = self._scaled(self.g_optimizer, g_loss)
-            self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
+            self._discriminator_update(d_tape, d_scaled, h_scaled)
             self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
             return d_loss, g_loss, extras
-        with tf.GradientTape() as d_tape:
+        with tf.GradientTape(persistent=own_heads) as d_tape:
             fake = self.generator(z, training=True)
             d_loss, _, extras = losses_of(real, tf.stop_gradient(fake))
             d_scaled = self._scaled(self.d_optimizer, d_loss)
-        self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
+            h_scaled = self._scaled_heads_loss(extras)
+        self._discriminator_update(d_tape, d_scaled, h_scaled)
         with tf.GradientTape() as g_tape:
             fake = self.generator(z, training=True)
             g_loss = g_loss_of(fake)
             g_scaled = self._scaled(self.g_optimizer, g_loss)
         self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
         return d_loss, g_loss, extras
+
+    def _discriminator_update(self, d_tape, d_scaled, h_scaled=None):
+        """D's step on its scaled loss, then, given the heads' scaled loss
+        (`_scaled_heads_loss`, taken inside the same tape), the heads' own step. Both
+        gradients are taken before either update, at the same weights. Why a separate
+        optimizer: D's learning rate suits the adversarial game (7e-5 in the configs),
+        at which 800 steps barely move the first stage, while the texture readout learns
+        from treatment labels at ~1e-3 (README, Learned encoders)."""
+        d_grads = d_tape.gradient(d_scaled, self.d_variables)
+        head_pairs = []
+        if h_scaled is not None:
+            variables = self.head_variables
+            grads = d_tape.gradient(h_scaled, variables)
+            head_pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        self.d_optimizer.apply_gradients(zip(d_grads, self.d_variables))
+        if head_pairs:
+            self.head_optimizer.apply_gradients(head_pairs)
+
+    def _scaled_heads_loss(self, extras):
+        """The heads' weighted loss scaled for the head optimizer (call inside the
+        tape), or None when the heads have no optimizer of their own."""
+        if self.head_optimizer is None:
+            return None
+        return self._scaled(self.head_optimizer, self._heads_loss(extras))
 
     @staticmethod
     def _scaled(optimizer, loss):
@@ -267,7 +315,14 @@ class BaseGAN(keras.Model):
         return logits[0], logits[1], extra
 
     def _representation_loss(self, extra: dict):
-        """The weighted sum of `_discriminate`'s representation losses (0 without any)."""
+        """What `_discriminate`'s representation losses add to D's loss: their weighted
+        sum, or 0 when the heads train under their own optimizer (`_head_gradients`)."""
+        if self.head_optimizer is not None:
+            return tf.constant(0.0, tf.float32)
+        return self._heads_loss(extra)
+
+    def _heads_loss(self, extra: dict):
+        """The weighted sum of the representation losses (0 without any)."""
         total = tf.constant(0.0, tf.float32)
         if "ssl_loss" in extra:
             total += self.ssl_weight * extra["ssl_loss"]

@@ -68,14 +68,16 @@ class WGANGP(BaseGAN):
         for i in range(self.n_critic):  # unrolled in the graph; n_critic is small
             last = i == self.n_critic - 1
             z = self._noise(batch)
-            with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            with tf.GradientTape() as g_tape, \
+                    tf.GradientTape(persistent=self.head_optimizer is not None) as d_tape:
                 fake = self.generator(z, training=True)
                 d_loss, gp, w_dist, fake_scores, extra = self._critic_losses(real, fake, labels)
                 d_scaled = self._scaled(self.d_optimizer, d_loss)
+                h_scaled = self._scaled_heads_loss(extra)
                 if last and simultaneous:
                     g_loss = losses.wasserstein_generator_loss(fake_scores)
                     g_scaled = self._scaled(self.g_optimizer, g_loss)
-            self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
+            self._discriminator_update(d_tape, d_scaled, h_scaled)
         if not simultaneous:
             with tf.GradientTape() as g_tape:
                 fake = self.generator(z, training=True)
