@@ -70,13 +70,18 @@ def cytogan_default(image: np.ndarray) -> np.ndarray:
 
 
 def time_sizes_known(pairs) -> float:
-    """Seconds of cytogan's segmentation with each image's sizes measured beforehand,
-    as in prepare, which measures the nucleus diameter once per data set."""
-    from cytogan_tf.data.segment import resolve_params, segment_nuclei
+    """Seconds of cytogan's segmentation with each image's sizes (and "auto"
+    declumping's choice) settled beforehand, as in prepare, which settles them once per
+    data set."""
+    from dataclasses import replace
+
+    from cytogan_tf.data.segment import choose_declump, resolve_params, segment_nuclei
 
     seconds = 0.0
     for img, _ in pairs:
         params = resolve_params(img, None)
+        if params.declump == "auto":
+            params = replace(params, declump=choose_declump([img], params)["method"])
         best = float("inf")
         for _ in range(REPEATS):
             start = time.perf_counter()

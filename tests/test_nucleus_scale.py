@@ -4,6 +4,7 @@ follow it, dim and large nuclei, empty fields, and the --nucleus-diameter overri
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from click.testing import CliRunner
 
 from cytogan_tf.data.nucleus_scale import estimate_diameter, estimate_from_images
 from cytogan_tf.data.seg_metrics import match_objects
-from cytogan_tf.data.segment import SegmentParams, segment_image, segment_nuclei
+from cytogan_tf.data.segment import (SegmentParams, choose_declump, resolve_params, segment_image,
+                                     segment_nuclei)
 from cytogan_tf.data.synth_nuclei import PRESETS, NucleusField, render_field
 from cytogan_tf.errors import ConfigError
 
@@ -55,6 +57,29 @@ def test_touching_nuclei_of_different_brightness_are_split_by_intensity():
     combined = match_objects(labels, segment_nuclei(image, SegmentParams(declump="combined")))
     assert combined["f1"] > shape_only["f1"]
     assert combined["f1"] >= 0.85
+
+
+@pytest.mark.parametrize("preset,seed", [("bbbc021", 0), ("bbbc021", 2), ("large", 1)])
+def test_auto_declumping_uses_intensity_seams_only_where_lone_nuclei_have_one_peak(preset, seed):
+    # Equally bright touching nuclei part best along intensity seams; nucleolar 60 px
+    # nuclei would be cut along their nucleoli, so there "auto" keeps distance x intensity.
+    image, labels = render_field(PRESETS[preset], seed=seed)
+    params = resolve_params(image, None)
+    scores = {m: match_objects(labels, segment_nuclei(image, replace(params, declump=m)))["f1"]
+              for m in ("auto", "intensity", "combined")}
+    want = "intensity" if preset == "bbbc021" else "combined"
+    assert scores["auto"] == scores[want], scores
+    assert scores["auto"] >= max(scores.values()) - 1e-9 and scores["auto"] >= 0.95, scores
+
+
+def test_data_set_declumping_choice_pools_its_sample_images():
+    smooth = [render_field(PRESETS["bbbc021"], seed=s)[0] for s in (0, 1)]
+    spotted = [render_field(PRESETS["large"], seed=s)[0] for s in (0, 1)]
+    got = choose_declump(smooth, SegmentParams(nucleus_diameter=22))
+    assert got["method"] == "intensity" and got["lone_nuclei"] >= 20 and got["images"] == 2
+    assert choose_declump(spotted, SegmentParams(nucleus_diameter=50))["method"] == "combined"
+    empty = choose_declump([np.zeros((64, 64))], SegmentParams(nucleus_diameter=10))
+    assert empty == {"method": "combined", "lone_nuclei": 0, "multi_peak_share": None, "images": 1}
 
 
 @pytest.mark.parametrize("image", [
@@ -109,6 +134,10 @@ def test_prepare_measures_the_diameter_and_records_it(small_plates, tmp_path):
     assert info["segmentation"]["nucleus_diameter"] == pytest.approx(d["value"], abs=0.01)
     assert info["segmentation"]["min_nucleus_area"] == max(1, round(0.1 * d["value"] ** 2))
     assert f"nuclei:     {d['value']:.1f} px across (estimated from" in res.output
+    chosen = info["declump"]  # "auto" settled once for the data set, and used
+    assert chosen["method"] in ("intensity", "combined") and chosen["images"] == d["images"]
+    assert info["segmentation"]["declump"] == chosen["method"]
+    assert f"declumping: {chosen['method']} (auto:" in res.output
 
 
 def test_nucleus_diameter_override_is_honoured_and_recorded(small_plates, tmp_path):

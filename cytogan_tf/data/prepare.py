@@ -39,8 +39,8 @@ from ..io_utils import atomic_write_json
 from . import normalize, shards
 from .crops import (CELLS_PER_CROP, CHANNELS, SaturatedImage, all_bad_files, bad_files_error,
                     load_image_set, process_image_set, suggest_crop, suggested_crop_size)
-from .nucleus_scale import dataset_diameter
 from .segment import SegmentParams
+from .settle import describe_declump, settle_segmentation
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class PrepareResult:
     complete: bool     # False when this job made its parts but could not merge yet
     nucleus_diameter: dict | None = None   # {"value", "source", "images"}
     crop_size: int | None = None
+    declump: dict | None = None            # settle.settle_segmentation's "auto" choice
 
     def summary(self) -> str:
         lines = [
@@ -163,7 +164,7 @@ class PrepareResult:
             line += (f"; crop {self.crop_size} px" +
                      ("" if best == self.crop_size else
                       f" (about {CELLS_PER_CROP:g} diameters would be {best} px)"))
-        return [line]
+        return [line] + ([describe_declump(self.declump)] if self.declump else [])
 
 
 # --------------------------------------------------------------------------- entry point
@@ -321,8 +322,7 @@ def _load_or_make_state(parts: Path, plan, fingerprint, rows, options, load_skip
     state = {"fingerprint": fingerprint, "plan": plan, "rows": rows,
              "normalization": normalization, "load_skipped": load_skipped,
              "normalization_skipped": norm_skipped,
-             "nucleus_diameter": dataset_diameter(samples, options.segment.nucleus_diameter)}
-    state["segmentation"] = asdict(options.segment.resolved(state["nucleus_diameter"]["value"]))
+             **settle_segmentation(samples, options.segment)}
     atomic_write_json(path, state)  # saved before any shard work: resumes reuse it
     # Continue from what was saved, so a fresh run and a resumed one see identical values.
     return json.loads(path.read_text())
@@ -590,6 +590,7 @@ def _merge(out: Path, state: dict, options: PrepareOptions) -> PrepareResult:
         "seed": plan["seed"],
         "segmentation": state.get("segmentation", plan["segmentation"]),
         "nucleus_diameter": size_info,
+        "declump": state.get("declump"),
         "suggested_crop_size": suggested_crop_size(diameter) if size_info else None,
         "skipped": skipped,
         "prepare_fingerprint": state["fingerprint"],
@@ -641,4 +642,4 @@ def _result_from_info(out: Path, info: Mapping) -> PrepareResult:
                          zero_cell_images=int(info.get("zero_cell_images", 0)),
                          shards=list(info["shards"]), complete=True,
                          nucleus_diameter=info.get("nucleus_diameter"),
-                         crop_size=info.get("crop_size"))
+                         crop_size=info.get("crop_size"), declump=info.get("declump"))

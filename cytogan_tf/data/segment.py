@@ -11,7 +11,8 @@ What adapts to the images, so a new cell line needs no settings:
   given as `nucleus_diameter`;
 - the default threshold is two-level (threshold.py): log-Otsu finds dim and bright nuclei,
   then each nucleus is trimmed at half its own height;
-- declumping combines shape and intensity, so touching nuclei of different brightness part.
+- declumping splits on intensity seams where lone nuclei show one intensity peak each,
+  and on shape x intensity where chromatin texture gives them several (`declump = auto`).
 Every setting can also be given in a config's `[prepare]` section (`SegmentParams.from_config`).
 """
 
@@ -38,7 +39,13 @@ PER_DIAMETER = {
     "max_cell_radius": 2.5,
 }
 FALLBACK_DIAMETER = 24.0  # when an image set has too few nuclei to measure (BBBC021's MCF7)
-DECLUMP_METHODS = ("intensity", "shape", "combined")
+DECLUMP_METHODS = ("auto", "intensity", "shape", "combined")
+# "auto" trusts intensity seams when at most this share of the lone nuclei (one shape
+# maximum) show more than one intensity maximum. Measured: smooth synthetic nuclei
+# 0-0.06 (small, dim, clumped, BBBC021-like), DSB 0.12, ExampleFly 0.16-0.28, the
+# synthetic plates' textured chromatin 0.25-0.41, nucleolar 60 px nuclei 0.43.
+MAX_MULTI_PEAK_SHARE = 0.1
+MIN_LONE_NUCLEI = 10  # fewer lone nuclei than this: too few to judge, "combined" is used
 SIZE_KEYS = tuple(PER_DIAMETER)
 WORK_DIAMETER = 10.0  # nuclei wider than twice this are segmented at a reduced scale
 INTENSITY_BLUR = 1 / 16  # intensity declumping looks at the stain blurred by D / 16
@@ -53,7 +60,7 @@ class SegmentParams:
     nucleus_diameter: float | None = None  # px; None: estimated (nucleus_scale)
     threshold: str = "adaptive"         # "adaptive", "otsu" (global) or "local"
     threshold_scale: float = 1.0        # multiply the threshold (>1: stricter)
-    declump: str = "combined"           # split touching nuclei by "shape", "intensity" or both
+    declump: str = "auto"               # split touching nuclei by "shape", "intensity", both ("combined"), or "auto"
     smoothing_sigma: float | None = None   # Gaussian sigma (px) before the nucleus threshold
     min_nucleus_area: int | None = None    # smaller objects are debris (px)
     max_nucleus_area: int | None = None    # larger objects are clumps we could not split (px)
@@ -176,18 +183,47 @@ def segment_nuclei(dna: np.ndarray, params: SegmentParams | None = None) -> np.n
     """
     params = resolve_params(dna, params)
     dna = np.asarray(dna, np.float32)
-    factor = max(1, int(params.nucleus_diameter // WORK_DIAMETER))
+    small, work_params, factor = _at_work_scale(dna, params)
+    labels = _segment_nuclei_at_scale(small, work_params)
     if factor == 1:
-        return _drop_by_area(_segment_nuclei_at_scale(dna, params), params)
-    from skimage.transform import downscale_local_mean
-
-    small = downscale_local_mean(dna, (factor, factor))
-    labels = _segment_nuclei_at_scale(small, params.scaled(1 / factor))
+        return _drop_by_area(labels, params)
     full = np.repeat(np.repeat(labels, factor, axis=0), factor, axis=1)
     out = np.zeros(dna.shape, np.int32)
     h, w = min(full.shape[0], dna.shape[0]), min(full.shape[1], dna.shape[1])
     out[:h, :w] = full[:h, :w]
     return _drop_by_area(out, params)  # at full size: areas are exact only here
+
+
+def _at_work_scale(dna: np.ndarray, params: SegmentParams):
+    """(image, settings, integer factor) at the scale nuclei are segmented at."""
+    factor = max(1, int(params.nucleus_diameter // WORK_DIAMETER))
+    if factor == 1:
+        return dna, params, 1
+    from skimage.transform import downscale_local_mean
+
+    return downscale_local_mean(dna, (factor, factor)), params.scaled(1 / factor), factor
+
+
+def choose_declump(images, params: SegmentParams, channel: int = 0) -> dict:
+    """What "auto" declumping settles on for a whole data set, from its sample images
+    (HxWxC, DNA in `channel`; or HxW DNA), pooled as the diameter estimate is: one method
+    for every image, so a compound that changes chromatin texture cannot change how its
+    cells are split. Returns {"method", "lone_nuclei", "multi_peak_share", "images"}."""
+    params = params.resolved() if not params.is_resolved else params
+    lone = multi = 0
+    for image in images:
+        image = np.asarray(image, np.float32)
+        dna = image[..., channel] if image.ndim == 3 else image
+        small, work_params, _ = _at_work_scale(dna, params)
+        mask, smoothed = _nucleus_mask(small, work_params)
+        if mask.any():
+            n_lone, n_multi = _lone_nucleus_peaks(*_landscapes(mask, smoothed, work_params),
+                                                  work_params.min_nucleus_distance)
+            lone, multi = lone + n_lone, multi + n_multi
+    share = multi / lone if lone else None
+    method = "intensity" if lone >= MIN_LONE_NUCLEI and share <= MAX_MULTI_PEAK_SHARE else "combined"
+    return {"method": method, "lone_nuclei": int(lone),
+            "multi_peak_share": None if share is None else round(share, 3), "images": len(images)}
 
 
 def _drop_by_area(nuclei: np.ndarray, params: SegmentParams) -> np.ndarray:
@@ -201,6 +237,20 @@ def _drop_by_area(nuclei: np.ndarray, params: SegmentParams) -> np.ndarray:
 
 
 def _segment_nuclei_at_scale(dna: np.ndarray, params: SegmentParams) -> np.ndarray:
+    from . import threshold
+
+    mask, smoothed = _nucleus_mask(dna, params)
+    if not mask.any():
+        return np.zeros(mask.shape, np.int32)
+    nuclei = _declump(mask, smoothed, params)
+    if params.threshold == "adaptive":
+        nuclei = threshold.trim_to_half_height(
+            nuclei, smoothed, threshold.background_level(smoothed, mask))
+    return nuclei.astype(np.int32)
+
+
+def _nucleus_mask(dna: np.ndarray, params: SegmentParams):
+    """(foreground mask with debris removed and holes filled, smoothed DNA)."""
     from skimage.morphology import remove_small_holes, remove_small_objects
 
     from . import threshold
@@ -210,14 +260,7 @@ def _segment_nuclei_at_scale(dna: np.ndarray, params: SegmentParams) -> np.ndarr
                                 params.local_block_size)
     mask = remove_small_objects(mask, max_size=params.min_nucleus_area - 1)
     mask = remove_small_holes(mask, max_size=params.max_hole_area)
-    if not mask.any():
-        return np.zeros(mask.shape, np.int32)
-
-    nuclei = _declump(mask, smoothed, params)
-    if params.threshold == "adaptive":
-        nuclei = threshold.trim_to_half_height(
-            nuclei, smoothed, threshold.background_level(smoothed, mask))
-    return nuclei.astype(np.int32)
+    return mask, smoothed
 
 
 def _declump(mask: np.ndarray, smoothed: np.ndarray, params: SegmentParams) -> np.ndarray:
@@ -225,50 +268,89 @@ def _declump(mask: np.ndarray, smoothed: np.ndarray, params: SegmentParams) -> n
 
     "shape": markers at maxima of the distance to the background, lines along necks;
     "intensity": markers at maxima of the stain blurred to nucleus scale, lines along dim
-    seams, so touching nuclei of different brightness part at the brightness step;
+    seams, so touching nuclei part at the seam even where the neck is wide, and nuclei of
+    different brightness at the brightness step;
     "combined": both at once, on distance x intensity: a dim nucleus beside a bright one
     keeps its own maximum, and the texture of a large nucleus does not make extra ones
-    away from its middle (measured in benchmarks/segmentation.py).
+    away from its middle;
+    "auto": "intensity" where lone nuclei have one intensity maximum each (intensity
+    seams are then nucleus borders), else "combined". prepare settles it once per data
+    set (`choose_declump`); a lone call settles it from its own image.
+    Measured in benchmarks/segmentation.py: intensity beats combined on DSB and
+    touching equal nuclei (0.863 vs 0.855, 0.997 vs 0.979) and cuts nucleolar ones
+    (0.675 vs 0.969) and ExampleFly's spotted ones (453 nuclei vs 380 where
+    CellProfiler finds 327 in 01_POS002).
     """
+    components, n_comp, distance, intensity = _landscapes(mask, smoothed, params)
+    md = params.min_nucleus_distance
+    kind = params.declump
+    if kind == "auto":
+        n_lone, n_multi = _lone_nucleus_peaks(components, n_comp, distance, intensity, md)
+        one_peak = n_lone >= MIN_LONE_NUCLEI and n_multi <= MAX_MULTI_PEAK_SHARE * n_lone
+        kind = "intensity" if one_peak else "combined"
+    landscape = {"shape": distance, "intensity": intensity}.get(kind)
+    if landscape is None:
+        landscape = distance * intensity
+    return _split_by_markers(components, n_comp, landscape, md)
+
+
+def _landscapes(mask: np.ndarray, smoothed: np.ndarray, params: SegmentParams):
+    """(components, their number, smoothed distance to background, blurred stain above
+    the mask's minimum): what the declumping methods split on."""
     from scipy import ndimage as ndi
 
     d = params.nucleus_diameter or FALLBACK_DIAMETER
+    components, n_comp = ndi.label(mask, np.ones((3, 3), bool))
     distance = ndi.distance_transform_edt(mask)
     distance = _smooth(distance, max(DIST_SIGMA_MIN, d / 24))  # one maximum per flat ridge
-    if params.declump == "shape":
-        landscape = distance
-    else:
-        # A light blur, so chromatin grain does not make maxima but a dim neighbour does.
-        blurred = _smooth(smoothed, max(BLUR_MIN, d * INTENSITY_BLUR))
-        lo = float(np.min(blurred[mask]))
-        intensity = np.clip(blurred - lo, 0, None)
-        if params.declump == "intensity":
-            landscape = intensity
-        else:
-            landscape = distance * intensity
-    return _split_by_markers(mask, landscape, params.min_nucleus_distance)
+    # A light blur, so chromatin grain does not make maxima but a dim neighbour does.
+    blurred = _smooth(smoothed, max(BLUR_MIN, d * INTENSITY_BLUR))
+    intensity = np.clip(blurred - float(np.min(blurred[mask])), 0, None)
+    return components, n_comp, distance, intensity
 
 
-def _split_by_markers(mask: np.ndarray, landscape: np.ndarray, min_distance: int) -> np.ndarray:
-    """Label `mask`, cutting each component with more than one maximum of `landscape`
+def _lone_nucleus_peaks(components, n_comp, distance, intensity, min_distance):
+    """(lone nuclei, how many of them show more than one intensity maximum). Lone
+    nuclei are components with one shape maximum; nucleoli and coarse chromatin give
+    them several intensity maxima, along which intensity declumping would cut."""
+    shape_peaks = _maxima_per_component(components, n_comp, distance, min_distance)[2]
+    lone = np.flatnonzero(shape_peaks == 1)
+    lone = lone[lone > 0]
+    if len(lone) == 0:
+        return 0, 0
+    intensity_peaks = _maxima_per_component(components, n_comp, intensity, min_distance)[2]
+    return len(lone), int(np.sum(intensity_peaks[lone] > 1))
+
+
+def _maxima_per_component(components, n_comp, landscape, min_distance):
+    """(plateau labels, their number, maxima per component) of the landscape:
+    its local maxima within `min_distance` px, a flat top counted once."""
+    from scipy import ndimage as ndi
+
+    mask = components > 0
+    local_max = ndi.maximum_filter(landscape, size=2 * min_distance + 1)
+    peaks = mask & (landscape >= local_max) & (landscape > 0)
+    plateaus, n_plateaus = ndi.label(peaks, np.ones((3, 3), bool))
+    component_of = np.zeros(n_plateaus + 1, np.int64)
+    component_of[plateaus[peaks]] = components[peaks]   # a plateau lies in one component
+    return plateaus, n_plateaus, np.bincount(component_of[1:], minlength=n_comp + 1)
+
+
+def _split_by_markers(components: np.ndarray, n_comp: int, landscape: np.ndarray,
+                      min_distance: int) -> np.ndarray:
+    """Relabel `components`, cutting each one with more than one maximum of `landscape`
     (within `min_distance` px) by a marker watershed confined to those components.
 
     Written out rather than peak_local_max + one watershed of the whole field because
     most components hold a single nucleus: they need neither, and this is what keeps
     segmentation several times faster than CellProfiler per megapixel.
     """
-    from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
-    components, n_comp = ndi.label(mask, np.ones((3, 3), bool))
     if n_comp == 0:
         return components.astype(np.int32)
-    local_max = ndi.maximum_filter(landscape, size=2 * min_distance + 1)
-    peaks = mask & (landscape >= local_max) & (landscape > 0)
-    plateaus, n_plateaus = ndi.label(peaks, np.ones((3, 3), bool))  # a flat top counts once
-    component_of = np.zeros(n_plateaus + 1, np.int64)
-    component_of[plateaus[peaks]] = components[peaks]   # a plateau lies in one component
-    per_component = np.bincount(component_of[1:], minlength=n_comp + 1)
+    plateaus, n_plateaus, per_component = _maxima_per_component(
+        components, n_comp, landscape, min_distance)
     # Components with one maximum (or none) are one nucleus each: numbered 1..n_single.
     single = per_component <= 1
     single[0] = False
