@@ -111,7 +111,7 @@ class BaseGAN(keras.Model):
 
         `head_optimizer` (with D heads only): the heads' losses then train the heads and
         the D layers under them at this optimizer's own rate, apart from the adversarial
-        update (see `_head_update`); without it they join D's loss."""
+        update (see `_discriminator_update`); without it they join D's loss."""
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=None, **kwargs)
         if head_optimizer is not None and not self._d_heads():
@@ -316,7 +316,7 @@ class BaseGAN(keras.Model):
 
     def _representation_loss(self, extra: dict):
         """What `_discriminate`'s representation losses add to D's loss: their weighted
-        sum, or 0 when the heads train under their own optimizer (`_head_gradients`)."""
+        sum, or 0 when the heads train under their own optimizer (`_discriminator_update`)."""
         if self.head_optimizer is not None:
             return tf.constant(0.0, tf.float32)
         return self._heads_loss(extra)
