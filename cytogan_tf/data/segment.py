@@ -221,9 +221,14 @@ def choose_declump(images, params: SegmentParams, channel: int = 0) -> dict:
                                                   work_params.min_nucleus_distance)
             lone, multi = lone + n_lone, multi + n_multi
     share = multi / lone if lone else None
-    method = "intensity" if lone >= MIN_LONE_NUCLEI and share <= MAX_MULTI_PEAK_SHARE else "combined"
-    return {"method": method, "lone_nuclei": int(lone),
+    return {"method": _auto_declump(lone, multi), "lone_nuclei": int(lone),
             "multi_peak_share": None if share is None else round(share, 3), "images": len(images)}
+
+
+def _auto_declump(n_lone: int, n_multi: int) -> str:
+    """"auto"'s rule, from the lone nuclei and how many of them are multi-peaked."""
+    one_peak = n_lone >= MIN_LONE_NUCLEI and n_multi <= MAX_MULTI_PEAK_SHARE * n_lone
+    return "intensity" if one_peak else "combined"
 
 
 def _drop_by_area(nuclei: np.ndarray, params: SegmentParams) -> np.ndarray:
@@ -285,9 +290,7 @@ def _declump(mask: np.ndarray, smoothed: np.ndarray, params: SegmentParams) -> n
     md = params.min_nucleus_distance
     kind = params.declump
     if kind == "auto":
-        n_lone, n_multi = _lone_nucleus_peaks(components, n_comp, distance, intensity, md)
-        one_peak = n_lone >= MIN_LONE_NUCLEI and n_multi <= MAX_MULTI_PEAK_SHARE * n_lone
-        kind = "intensity" if one_peak else "combined"
+        kind = _auto_declump(*_lone_nucleus_peaks(components, n_comp, distance, intensity, md))
     landscape = {"shape": distance, "intensity": intensity}.get(kind)
     if landscape is None:
         landscape = distance * intensity

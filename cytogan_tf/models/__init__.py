@@ -145,32 +145,33 @@ def _model_class(arch: str):
 
 def make_optimizers(train_cfg: Mapping[str, Any]):
     """(g_optimizer, d_optimizer): Adam with `g_lr`/`d_lr`, `beta1`, `beta2` from `[train]`."""
-    import keras
-
     for key in ("g_lr", "d_lr"):
         _check(key in train_cfg, f"train.{key}: missing (learning rate of the {'generator' if key == 'g_lr' else 'discriminator'})")
     vals = {k: train_cfg.get(k, d) for k, d in (("g_lr", None), ("d_lr", None), ("beta1", 0.5), ("beta2", 0.999))}
     for key, val in vals.items():
         _check(isinstance(val, (int, float)) and not isinstance(val, bool) and val >= 0,
                f"train.{key}: {val!r} must be a non-negative number")
-    g_opt = keras.optimizers.Adam(vals["g_lr"], beta_1=vals["beta1"], beta_2=vals["beta2"], name="g_adam")
-    d_opt = keras.optimizers.Adam(vals["d_lr"], beta_1=vals["beta1"], beta_2=vals["beta2"], name="d_adam")
-    return g_opt, d_opt
+    return _adam(vals["g_lr"], vals, "g_adam"), _adam(vals["d_lr"], vals, "d_adam")
+
+
+def _adam(lr, train_cfg: Mapping[str, Any], name: str):
+    """Adam at `lr` with `[train]`'s beta1/beta2 (DCGAN's 0.5, 0.999 by default)."""
+    import keras
+
+    return keras.optimizers.Adam(lr, beta_1=train_cfg.get("beta1", 0.5),
+                                 beta_2=train_cfg.get("beta2", 0.999), name=name)
 
 
 def make_head_optimizer(train_cfg: Mapping[str, Any]):
     """Adam at `head_lr` for D's representation heads (BaseGAN.compile's
     `head_optimizer`), or None when `[train]` sets no `head_lr` or 0: the heads then
     share D's optimizer and learning rate."""
-    import keras
-
     lr = train_cfg.get("head_lr") or 0.0
     _check(isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr >= 0,
            f"train.head_lr: {lr!r} must be a number >= 0 (0: the heads use D's optimizer)")
     if lr == 0:
         return None
-    return keras.optimizers.Adam(lr, beta_1=train_cfg.get("beta1", 0.5),
-                                 beta_2=train_cfg.get("beta2", 0.999), name="head_adam")
+    return _adam(lr, train_cfg, "head_adam")
 
 
 def __getattr__(name):  # lazy access to the classes without importing TensorFlow up front
