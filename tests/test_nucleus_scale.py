@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from cytogan_tf.data.nucleus_scale import estimate_diameter, estimate_from_images
 from cytogan_tf.data.seg_metrics import match_objects
 from cytogan_tf.data.segment import (SegmentParams, choose_declump, resolve_params, segment_image,
-                                     segment_nuclei)
+                                     segment_nuclei, work_scale)
 from cytogan_tf.data.synth_nuclei import PRESETS, NucleusField, render_field
 from cytogan_tf.errors import ConfigError
 
@@ -39,6 +39,26 @@ def test_pooled_estimate_uses_images_with_few_nuclei_each():
         images.append(np.stack([img] * 3, -1))
     truth = _true_diameter(render_field(NucleusField(diameter=10.0, shape=(64, 64), density=0.06), 0)[1])
     assert estimate_from_images(images) == pytest.approx(truth, rel=0.25)
+
+
+def test_work_scale_is_fractional_below_two_work_diameters_and_whole_above():
+    assert work_scale(10.0) == 1 and work_scale(12.0) == 1
+    assert work_scale(15.0) == pytest.approx(1.5)
+    assert work_scale(24.0) == 2.0 and work_scale(39.0) == 3.0 and work_scale(60.0) == 6.0
+
+
+@pytest.mark.parametrize("shape", [(257, 301), (256, 256)])
+def test_nuclei_segmented_at_a_fractional_scale_match_the_full_scale_result(shape):
+    # 15 px nuclei are segmented at 1/1.5 of the size; the labels come back at the
+    # image's own (odd) shape and find the same nuclei as segmenting at full scale.
+    image, labels = render_field(NucleusField(diameter=15.0, shape=shape, touching=0.2), seed=4)
+    params = SegmentParams(nucleus_diameter=15.0)
+    reduced = segment_nuclei(image, params)
+    assert reduced.shape == image.shape and reduced.dtype == np.int32
+    assert match_objects(labels, reduced)["f1"] >= 0.95
+    full = segment_nuclei(image, SegmentParams(nucleus_diameter=12.0, **{
+        k: getattr(params.resolved(), k) for k in ("min_nucleus_area", "max_nucleus_area")}))
+    assert abs(int(reduced.max()) - int(full.max())) <= max(1, int(0.05 * full.max()))
 
 
 @pytest.mark.parametrize("preset", ["large", "dim"])

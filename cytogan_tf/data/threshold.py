@@ -45,11 +45,21 @@ def has_signal(image: np.ndarray, mask: np.ndarray) -> bool:
     sigmas apart, where nuclei stand tens of sigmas above it."""
     if not mask.any() or mask.all():
         return False
+    image, mask = _subsampled(image, mask)
     inside, outside = image[mask], image[~mask]
     centre = float(np.median(outside))
     sigma = 1.4826 * float(np.median(np.abs(outside - centre)))
     contrast = float(np.median(inside)) - centre
     return contrast > MIN_CONTRAST * max(sigma, 1e-12 * max(abs(centre), 1.0))
+
+
+def _subsampled(image: np.ndarray, mask: np.ndarray):
+    """Every other row and column of a large field, where it keeps pixels on both sides
+    of the mask: the medians above need no more, at a quarter of the sorting."""
+    if image.size < 1 << 16:
+        return image, mask
+    sub = mask[::2, ::2]
+    return (image[::2, ::2], sub) if sub.any() and not sub.all() else (image, mask)
 
 
 def log_image(image: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -64,6 +74,7 @@ def log_image(image: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def background_level(image: np.ndarray, mask: np.ndarray) -> float:
     """Median intensity outside the foreground (0 when everything is foreground)."""
+    image, mask = _subsampled(image, mask)
     outside = image[~mask]
     return float(np.median(outside)) if outside.size else 0.0
 
