@@ -103,7 +103,7 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
 
     from .data.pipeline import make_dataset
     from .data.shards import read_dataset_info
-    from .models import build_gan, make_head_optimizer, make_optimizers
+    from .models import build_gan, make_optimizers
     from .precision import resolve_policy, set_policy
 
     out = Path(out_dir)
@@ -156,7 +156,7 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     with dist.scope():
         gan = build_gan(cfg["model"], seed=seed)
         g_opt, d_opt = make_optimizers(tcfg)
-        h_opt = make_head_optimizer(tcfg) if gan._d_heads() else None
+        h_opt = _head_optimizer(gan, tcfg)
         gan.compile(g_optimizer=g_opt, d_optimizer=d_opt, head_optimizer=h_opt)
         if strategy == "multiworker":
             _vector_metrics(gan)
@@ -525,6 +525,18 @@ def _make_checkpoint(gan, step_var, optimizers):
         if optimizers[2] is not None:  # D heads' own optimizer (train.head_lr)
             objects["head_optimizer"] = optimizers[2]
     return tf.train.Checkpoint(**objects)
+
+
+def _head_optimizer(gan, tcfg):
+    """D heads' own Adam where `train.head_lr` asks for one; a rate with no head to
+    apply it to is a config error, not a silently ignored setting."""
+    from .models import make_head_optimizer
+
+    h_opt = make_head_optimizer(tcfg)
+    if h_opt is not None and not gan._d_heads():
+        raise ConfigError(f"train.head_lr = {tcfg['head_lr']}: this model has no discriminator "
+                          "head to train (set model.ssl or model.weak_labels, or head_lr = 0)")
+    return h_opt
 
 
 def _optimizers(gan, g_opt, d_opt, h_opt=None):

@@ -380,6 +380,14 @@ def test_weak_label_run_records_its_classes_resumes_and_exports(labelled_shards,
         train(cfg, other, run, steps=6, resume=True, **kw)
 
 
+def test_head_lr_without_a_head_is_a_config_error_before_training(labelled_shards, tmp_path):
+    cfg = _config("lsgan", readout="texture")
+    cfg["train"]["head_lr"] = 1e-3
+    with pytest.raises(ConfigError, match="train.head_lr.*no discriminator head"):
+        train(cfg, labelled_shards, tmp_path / "run", steps=2, precision="float32", seed=1, verbose=0)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_head_optimizer_run_checkpoints_its_state_and_resumes(labelled_shards, tmp_path):
     run = tmp_path / "run"
     cfg = _config("lsgan", augment="strong", readout="texture", head_features="texture",
