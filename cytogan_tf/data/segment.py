@@ -313,7 +313,7 @@ def _declump(mask: np.ndarray, smoothed: np.ndarray, params: SegmentParams) -> n
     kind = params.declump
     # A settled "intensity" needs no distance transform, the costliest step left.
     components, n_comp, distance, intensity = _landscapes(mask, smoothed, params,
-                                                          distance=kind != "intensity")
+                                                          with_distance=kind != "intensity")
     md = params.min_nucleus_distance
     if kind == "auto":
         kind = _auto_declump(*_lone_nucleus_peaks(components, n_comp, distance, intensity, md))
@@ -324,7 +324,7 @@ def _declump(mask: np.ndarray, smoothed: np.ndarray, params: SegmentParams) -> n
 
 
 def _landscapes(mask: np.ndarray, smoothed: np.ndarray, params: SegmentParams,
-                distance: bool = True):
+                with_distance: bool = True):
     """(components, their number, smoothed distance to background or None when not
     asked for, blurred stain above the mask's minimum): what the declumping methods
     split on."""
@@ -332,10 +332,9 @@ def _landscapes(mask: np.ndarray, smoothed: np.ndarray, params: SegmentParams,
 
     d = params.nucleus_diameter or FALLBACK_DIAMETER
     components, n_comp = ndi.label(mask, np.ones((3, 3), bool))
-    if distance:  # one maximum per flat ridge after the blur
+    distance = None
+    if with_distance:  # one maximum per flat ridge after the blur
         distance = _smooth(ndi.distance_transform_edt(mask), max(DIST_SIGMA_MIN, d / 24))
-    else:
-        distance = None
     # A light blur, so chromatin grain does not make maxima but a dim neighbour does.
     blurred = _smooth(smoothed, max(BLUR_MIN, d * INTENSITY_BLUR))
     intensity = np.clip(blurred - float(np.min(blurred[mask])), 0, None)
