@@ -21,12 +21,16 @@ import click
               help="Encoder readout to export (default: the run's model.readout). hidden: the "
                    "paper's dense layer; multiscale: average+max pooled features of every stage; "
                    "texture: correlations and spreads of the first stage's channels.")
-def export(run_dir, name, version, base_dir, config_root, readout):
+@click.option("--views", type=click.Choice(["single", "dihedral"]), default=None,
+              help="Encoder view averaging (default: the run's model.views). dihedral: the mean "
+                   "embedding over the crop's 8 flips and right-angle rotations; single: the "
+                   "crop as it is.")
+def export(run_dir, name, version, base_dir, config_root, readout, views):
     """Export RUN_DIR's generator and encoder as float32 SavedModels for TensorFlow Serving."""
     from cytogan_tf.export import export_run
 
     result = export_run(run_dir, name, base_dir=base_dir, version=version, config_root=config_root,
-                        readout=readout)
+                        readout=readout, views=views)
     meta = result["metadata"]
     click.echo(f"exported {meta.get('arch')} step {meta.get('step')} as version {result['version']}:")
     click.echo(f"  generator      {result['generator']}")

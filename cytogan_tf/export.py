@@ -456,15 +456,15 @@ def export_models(generator, encoder, metadata: dict, name: str,
 
 def export_run(run_dir: str | os.PathLike, name: str, base_dir: str | os.PathLike = "exported",
                version: int | None = None, config_root: str = DEFAULT_CONFIG_ROOT,
-               readout: str | None = None) -> dict:
-    """Restore a training run's latest checkpoint (float32) and export it; `readout`
-    exports another encoder readout than the run's config names."""
+               readout: str | None = None, views: str | None = None) -> dict:
+    """Restore a training run's latest checkpoint (float32) and export it; `readout` and
+    `views` export another encoder readout or view averaging than the run's config names."""
     from cytogan_tf.training import load_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such run directory")
-    loaded = load_run(run_dir, readout=readout)
+    loaded = load_run(run_dir, readout=readout, views=views)
     gan = loaded.gan
     info = loaded.dataset_info or {}
     model_cfg = (loaded.config or {}).get("model", {})
@@ -481,6 +481,7 @@ def export_run(run_dir: str | os.PathLike, name: str, base_dir: str | os.PathLik
         or train_cfg.get("precision"),
         "run_dir": str(run_dir.resolve()),
         "readout": readout or model_cfg.get("readout", "hidden"),
+        "views": views or model_cfg.get("views", "single"),
     }
     return export_models(gan.generator, gan.encoder, metadata, name, base_dir, version, config_root,
                          latent_encoder=getattr(gan, "latent_encoder", None))

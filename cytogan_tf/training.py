@@ -271,11 +271,11 @@ def _fit_steps(gan, dataset_from, tracker, start_step: int, total_steps: int, pe
                 callbacks=[tracker], verbose=0, shuffle=False)
 
 
-def load_run(run_dir, readout: str | None = None) -> LoadedRun:
+def load_run(run_dir, readout: str | None = None, views: str | None = None) -> LoadedRun:
     """Rebuild a run's GAN in float32 and restore its latest checkpoint (no optimizers).
 
-    `readout` picks another encoder readout of the same trained networks (it adds no
-    weights, so any readout restores from any run)."""
+    `readout` and `views` pick another encoder readout or view averaging of the same
+    trained networks (neither adds weights, so any choice restores from any run)."""
     import tensorflow as tf
 
     from .models import build_gan
@@ -288,8 +288,9 @@ def load_run(run_dir, readout: str | None = None) -> LoadedRun:
     if latest is None:
         raise DataError(f"{run_dir / CHECKPOINT_DIR}: no checkpoint (has the run saved one yet?)")
     set_policy("float32")
-    if readout is not None:
-        cfg["model"] = dict(cfg["model"], readout=readout)
+    for key, value in (("readout", readout), ("views", views)):
+        if value is not None:
+            cfg["model"] = dict(cfg["model"], **{key: value})
     gan = build_gan(cfg["model"])
     _build_networks(gan)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")

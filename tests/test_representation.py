@@ -21,6 +21,7 @@ from cytogan_tf.models import build_gan, make_head_optimizer, make_optimizers
 from cytogan_tf.models.augment import BACKGROUND, channel_gain, diff_augment, dihedral, strong_augment, translate, zoom
 from cytogan_tf.models.networks import multiscale_dim
 from cytogan_tf.models.second_order import ChannelCorrelation, texture_dim
+from cytogan_tf.models.views import DihedralViews
 from cytogan_tf.training import load_run, train
 
 from training_helpers import CROP, TINY_WIDTHS, tiny_config, write_tiny_shards
@@ -163,10 +164,41 @@ def test_bigan_encoder_maps_cells_to_latents_and_back_to_images():
     assert gan.generate(z).shape == (3, 32, 32, 3)
 
 
+def _turned(x):
+    return [tf.image.rot90(x, 1), tf.reverse(x, axis=[1]), tf.transpose(x, [0, 2, 1, 3])]
+
+
+@pytest.mark.parametrize("arch,readout", [("lsgan", "texture"), ("lsgan", "multiscale"),
+                                          ("lsgan", "hidden"), ("bigan", "hidden"), ("began", "hidden")])
+def test_dihedral_views_make_the_embedding_orientation_free(arch, readout):
+    x = _images(3)
+    one = build_gan({"arch": arch, **TINY, "readout": readout, "views": "single"}, seed=0).encoder
+    eight = build_gan({"arch": arch, **TINY, "readout": readout, "views": "dihedral"}, seed=0).encoder
+    assert eight.outputs[0].shape[-1] == one.outputs[0].shape[-1]
+    e = eight(x).numpy()
+    assert np.isfinite(e).all()
+    for turned in _turned(x):
+        np.testing.assert_allclose(eight(turned).numpy(), e, rtol=1e-4, atol=1e-5)
+        assert not np.allclose(one(turned).numpy(), one(x).numpy(), rtol=1e-4, atol=1e-5)
+    # the mean of the single-view encoder (same weights) over the 8 transforms
+    views = tf.split(DihedralViews()(x), 8, axis=0)
+    assert len({v.numpy().tobytes() for v in views[0:1] + views[1:]}) == 8
+    np.testing.assert_allclose(e, np.mean([one(v).numpy() for v in views], axis=0), rtol=1e-4, atol=1e-5)
+
+
+def test_bigan_encode_sees_the_crop_as_it_is_under_dihedral_views():
+    gan = build_gan({"arch": "bigan", **TINY, "views": "dihedral"}, seed=0)
+    x = _images(2)
+    turned = tf.image.rot90(x, 1)
+    assert not np.allclose(gan.encode(turned).numpy(), gan.encode(x).numpy(), atol=1e-5)
+    np.testing.assert_allclose(gan.encoder(turned).numpy(), gan.encoder(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("key,value,message", [
     ("readout", "flat", "model.readout"), ("augment", "colour", "model.augment"),
     ("ssl", "rotation", "model.ssl"), ("ssl_weight", -1, "model.ssl_weight"),
     ("ssl_temperature", 0, "model.ssl_temperature"), ("head_features", "all", "model.head_features"),
+    ("views", "rotations", "model.views"),
 ])
 def test_bad_representation_options_are_config_errors(key, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -220,6 +252,27 @@ def test_contrastive_run_resumes_its_head_and_exports_both_readouts(shards, tmp_
     served = tf.saved_model.load(str(hidden["encoder"])).signatures["serving_default"](images=x)
     np.testing.assert_allclose(served["embeddings"].numpy(),
                                loaded.gan.encoder(x * 2 - 1, training=False).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_views_are_exported_and_served_orientation_free(shards, tmp_path):
+    run = tmp_path / "run"
+    train(_config("lsgan", readout="texture", views="single"), shards, run, steps=2, precision="float32",
+          seed=0, sample_every=2, checkpoint_every=2, verbose=0)
+    base = tmp_path / "exported"
+    single = export_run(run, "one", base)
+    dihedral = export_run(run, "eight", base, views="dihedral")
+    assert read_export_metadata(single["encoder"])["views"] == "single"
+    meta = read_export_metadata(dihedral["encoder"])
+    assert meta["views"] == "dihedral" and meta["encoder_dim"] == texture_dim(TINY_WIDTHS)
+    x = np.random.default_rng(3).uniform(0, 1, (2, CROP, CROP, 3)).astype(np.float32)
+    serve = tf.saved_model.load(str(dihedral["encoder"])).signatures["serving_default"]
+    e = serve(images=x)["embeddings"].numpy()
+    np.testing.assert_allclose(serve(images=np.ascontiguousarray(np.rot90(x, 1, (1, 2))))["embeddings"].numpy(),
+                               e, rtol=1e-4, atol=1e-5)
+    # the same trained weights: the served mean equals the single-view encoder's mean
+    one = load_run(run, views="single").gan.encoder
+    views = tf.split(DihedralViews()(tf.constant(x * 2 - 1)), 8, axis=0)
+    np.testing.assert_allclose(e, np.mean([one(v).numpy() for v in views], axis=0), rtol=1e-4, atol=1e-5)
 
 
 ENCODE_CLIENT = """

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 ARCHS = ("dcgan", "lsgan", "wgan", "began", "bigan")
 
 _COMMON_KEYS = {"arch", "image_size", "latent_dim", "encoder_dim", "widths", "update", "readout",
-                "augment"}
+                "views", "augment"}
 # Contrastive self-supervision of D (models/ssl_head.py): archs whose D has a trunk.
 _SSL_KEYS = {"ssl", "ssl_weight", "ssl_temperature"}
 # Weak treatment labels (data/labels.py, models/class_head.py); `train` sets n_classes
@@ -84,7 +84,7 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
 
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
-    extra = {k: cfg[k] for k in _ARCH_KEYS[arch] | {"readout", "augment"} if k in cfg}
+    extra = {k: cfg[k] for k in _ARCH_KEYS[arch] | {"readout", "views", "augment"} if k in cfg}
     common = dict(latent_dim=latent_dim, image_size=image_size, widths=widths,
                   encoder_dim=encoder_dim, seed=int(seed or 0), update=update, arch=arch)
     return _model_class(arch).from_config_values(**common, **extra)
@@ -97,6 +97,10 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
 
     readout = cfg.get("readout", "hidden")
     _check(readout in READOUTS, f"model.readout: {readout!r} must be one of {', '.join(READOUTS)}")
+    from .views import VIEWS
+
+    views = cfg.get("views", "single")
+    _check(views in VIEWS, f"model.views: {views!r} must be one of {', '.join(VIEWS)}")
     from .networks import HEAD_FEATURES
 
     head = cfg.get("head_features", "multiscale")

@@ -34,10 +34,10 @@ class BEGAN(BaseGAN):
 
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update,
-                           arch, readout="hidden", **equilibrium):
+                           arch, readout="hidden", views="single", **equilibrium):
         """`equilibrium`: gamma, lambda_k, k_init where the config sets them."""
         gen = build_generator(latent_dim, image_size, widths, norm="none", act="elu")
-        disc, enc = build_autoencoder(image_size, widths, encoder_dim, readout=readout)
+        disc, enc = build_autoencoder(image_size, widths, encoder_dim, readout=readout, views=views)
         return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
                    encoder_dim=encoder_dim, seed=seed, update=update,
                    **equilibrium)

@@ -25,15 +25,16 @@ from .networks import _readout_model, build_generator, downsampling_stages
 JOINT_WIDTH = 256
 
 
-def build_latent_encoder(image_size, widths, latent_dim, *, readout="hidden"):
+def build_latent_encoder(image_size, widths, latent_dim, *, readout="hidden", views="single"):
     """E: images [B, H, W, 3] -> z [B, latent] (float32). Returns (E, embedding model):
-    the embedding model reads E out as `readout` names ("hidden": z itself)."""
+    the embedding model reads E out as `readout` names ("hidden": z itself), averaged over
+    `views`; E itself always sees the crop as it is, so G(E(x)) reconstructs x."""
     images = keras.Input((image_size, image_size, 3), name="images")
     stages = downsampling_stages(images, widths, norm="layer", act="lrelu", prefix="e")
     feats = layers.Flatten(name="e_flatten")(stages[-1])
     z = layers.Dense(latent_dim, dtype="float32", name="e_latent")(feats)
     latent_encoder = keras.Model(images, z, name="latent_encoder")
-    return latent_encoder, _readout_model(images, z, stages, readout, prefix="e")
+    return latent_encoder, _readout_model(images, z, stages, readout, prefix="e", views=views)
 
 
 def build_joint_discriminator(image_size, widths, latent_dim):
@@ -63,9 +64,10 @@ class BiGAN(BaseGAN):
 
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch,
-                           readout="hidden", augment="none"):
+                           readout="hidden", augment="none", views="single"):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
-        latent_encoder, embed = build_latent_encoder(image_size, widths, latent_dim, readout=readout)
+        latent_encoder, embed = build_latent_encoder(image_size, widths, latent_dim, readout=readout,
+                                                     views=views)
         disc = build_joint_discriminator(image_size, widths, latent_dim)
         return cls(gen, disc, embed, latent_encoder=latent_encoder, latent_dim=latent_dim,
                    image_size=image_size, arch=arch, encoder_dim=int(embed.outputs[0].shape[-1]),

@@ -23,14 +23,14 @@ class DCGAN(BaseGAN):
 
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch,
-                           readout="hidden", head_features="multiscale",
+                           readout="hidden", head_features="multiscale", views="single",
                            **representation):
         """`representation`: augment, ssl, ssl_weight, ssl_temperature, weak_labels,
         weak_weight, n_classes where configured."""
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         disc, enc, trunk = build_discriminator_with_encoder(image_size, widths, encoder_dim,
                                                             norm="none", readout=readout,
-                                                            head_features=head_features)
+                                                            head_features=head_features, views=views)
         return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
                    encoder_dim=encoder_dim, seed=seed, update=update, trunk=trunk,
                    **representation)

@@ -142,7 +142,7 @@ def build_generator(latent_dim, image_size, widths, *, norm="batch", act="relu",
 
 
 def build_discriminator_with_encoder(image_size, widths, encoder_dim, *, norm="batch",
-                                     readout="hidden", head_features="multiscale"):
+                                     readout="hidden", head_features="multiscale", views="single"):
     """Discriminator whose output is Dense(1) on a linear `encoder_dim` hidden layer.
 
     Returns (D, encoder, trunk). The encoder shares D's layers and reads it out as
@@ -159,7 +159,7 @@ def build_discriminator_with_encoder(image_size, widths, encoder_dim, *, norm="b
     disc = keras.Model(images, logits, name="discriminator")
     trunk = keras.Model(images, [logits, _head_features(stages, pooled, head_features)],
                         name="discriminator_trunk")
-    encoder = _readout_model(images, hidden, stages, readout, prefix="d", pooled=pooled)
+    encoder = _readout_model(images, hidden, stages, readout, prefix="d", pooled=pooled, views=views)
     return disc, encoder, trunk
 
 
@@ -180,19 +180,24 @@ def _head_features(stages, pooled, which):
     raise ValueError(f"unknown head features {which!r}; valid: {', '.join(HEAD_FEATURES)}")
 
 
-def _readout_model(images, hidden, stages, readout, *, prefix, pooled=None):
+def _readout_model(images, hidden, stages, readout, *, prefix, pooled=None, views="single"):
     """The encoder: `hidden` (the paper's dense code), `multiscale` (first-order pooling
-    of every stage) or `texture` (second-order pooling of the first, models/second_order.py)."""
+    of every stage) or `texture` (second-order pooling of the first, models/second_order.py),
+    averaged over the crop's 8 flips and rotations where `views` is "dihedral" (models/views.py)."""
+    from .views import with_views
+
+    name = "encoder" if views == "single" else "encoder_one_view"
     if readout == "hidden":
-        return keras.Model(images, hidden, name="encoder")
-    if readout == "multiscale":
-        return keras.Model(images, pooled if pooled is not None else multiscale_pool(stages, prefix=prefix),
-                           name="encoder")
-    if readout == "texture":
+        out = hidden
+    elif readout == "multiscale":
+        out = pooled if pooled is not None else multiscale_pool(stages, prefix=prefix)
+    elif readout == "texture":
         from .second_order import texture_pool
 
-        return keras.Model(images, texture_pool(stages, prefix=prefix), name="encoder")
-    raise ValueError(f"unknown encoder readout {readout!r}; valid: {', '.join(READOUTS)}")
+        out = texture_pool(stages, prefix=prefix)
+    else:
+        raise ValueError(f"unknown encoder readout {readout!r}; valid: {', '.join(READOUTS)}")
+    return with_views(keras.Model(images, out, name=name), views)
 
 
 def multiscale_pool(stages, *, prefix):
@@ -215,7 +220,7 @@ def multiscale_dim(widths) -> int:
     return 2 * sum(int(w) for w in widths)
 
 
-def build_autoencoder(image_size, widths, encoder_dim, *, readout="hidden"):
+def build_autoencoder(image_size, widths, encoder_dim, *, readout="hidden", views="single"):
     """BEGAN discriminator: conv encoder -> linear bottleneck -> decoder. Returns
     (autoencoder, encoder); the "hidden" readout is the float32 bottleneck."""
     images = keras.Input((image_size, image_size, 3), name="images")
@@ -225,5 +230,5 @@ def build_autoencoder(image_size, widths, encoder_dim, *, readout="hidden"):
     recon = upsampling_decoder(
         code, image_size, widths, norm="none", act="elu", prefix="d_dec", out_activation="linear"
     )
-    encoder = _readout_model(images, code, stages, readout, prefix="d_enc")
+    encoder = _readout_model(images, code, stages, readout, prefix="d_enc", views=views)
     return keras.Model(images, recon, name="discriminator"), encoder
