@@ -5,7 +5,8 @@ texture and shape) and each model variant, over several training seeds, it repor
 NSCB 1-NN MOA accuracy and mAP (global TVN, the demo's normalisation) of:
 
 - the trained encoder, for every readout of the same trained networks (hidden, multiscale,
-  texture);
+  texture), each on the crop as it is and averaged over its 8 flips and rotations
+  ("dihedral" rows, models/views.py);
 - the same network untrained (same seed): what the architecture alone gives;
 - hand-made features, and their size + mean-intensity subset (which must be near chance
   on the texture preset, or the preset does not do what it says);
@@ -74,6 +75,7 @@ VARIANTS = {
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")
+VIEWS = ("single", "dihedral")
 SIZE_INTENSITY = [f"{o}_AreaShape_Area" for o in ("Nuclei", "Cells")] + [
     f"{o}_Intensity_MeanIntensity_{c}" for o in ("Nuclei", "Cells") for c in ("DNA", "Actin", "Tubulin")]
 
@@ -208,26 +210,27 @@ def train_variant(work, shards, variant, seed, cfg, curve_every):
     return run, info
 
 
-def restore(run: Path, readout: str, checkpoint: str | None = None):
-    """The run's GAN (float32) at `checkpoint` (default: latest), read out as `readout`."""
+def restore(run: Path, readout: str, checkpoint: str | None = None, views: str = "single"):
+    """The run's GAN (float32) at `checkpoint` (default: latest), read out as `readout`
+    over `views`."""
     import tensorflow as tf
 
     from cytogan_tf.training import _make_checkpoint, load_run
 
-    loaded = load_run(run, readout=readout)
+    loaded = load_run(run, readout=readout, views=views)
     if checkpoint is not None:
         step = tf.Variable(0, dtype=tf.int64)
         _make_checkpoint(loaded.gan, step, None).restore(checkpoint).expect_partial()
     return loaded.gan
 
 
-def untrained(cfg, seed, readout):
+def untrained(cfg, seed, readout, views="single"):
     from cytogan_tf.models import build_gan
     from cytogan_tf.precision import set_policy
     from cytogan_tf.training import _build_networks
 
     set_policy("float32")
-    model = dict(cfg["model"], readout=readout)
+    model = dict(cfg["model"], readout=readout, views=views)
     if model.get("weak_labels", "none") != "none":
         # The class head is built after D, so D's initial weights are the same without it.
         model["weak_labels"] = "none"
@@ -268,34 +271,45 @@ def main(argv=None):
                 cfg = model_config(variant, crop, args.steps)
                 run, info = train_variant(work, shards, variant, seed, cfg, args.curve_every)
                 for readout in READOUTS:
-                    for kind in ("trained", "untrained"):
-                        key = f"{kind} {readout}"
-                        if (preset, variant, seed, key) in done:
-                            continue
-                        gan = restore(run, readout) if kind == "trained" else untrained(cfg, seed, readout)
-                        enc = embed_cells(shards, gan.encoder, crop, "enc")
-                        tables = work / "tables"
-                        tables.mkdir(exist_ok=True)  # per-cell embeddings, for analyses after the run
-                        enc.to_parquet(tables / f"{preset}-{variant}-s{seed}-{key.replace(' ', '-')}.parquet")
-                        row = {"preset": preset, "variant": variant, "seed": seed, "features": key,
-                               "dim": int(gan.encoder.outputs[0].shape[-1]), **score(enc, args.normalize)}
-                        if kind == "trained":
-                            row.update(info)
-                            if readout == cfg["model"].get("readout", "hidden"):
-                                row["curve"] = nsc_curve(run, readout, shards, crop, args.normalize)
-                        record(row)
-                        record({"preset": preset, "variant": variant, "seed": seed,
-                                "features": f"handmade + {key}", **score_combined(hand, enc, args.normalize)})
+                    for views in VIEWS:
+                        for kind in ("trained", "untrained"):
+                            evaluate_encoder(work, preset, variant, seed, cfg, run, info, shards, hand,
+                                             crop, kind, readout, views, args.normalize, done, record)
     summarize(results["rows"])
 
 
-def nsc_curve(run: Path, readout: str, shards: Path, crop: int, normalize: str) -> list:
+def evaluate_encoder(work, preset, variant, seed, cfg, run, info, shards, hand, crop, kind, readout,
+                     views, normalize, done, record):
+    """One encoder's row and its hand-made (+) encoder row; the NSC curve for the
+    readout and views the variant's config names."""
+    key = f"{kind} {readout}" + ("" if views == "single" else f" {views}")
+    if (preset, variant, seed, key) in done:
+        return
+    gan = restore(run, readout, views=views) if kind == "trained" else untrained(cfg, seed, readout, views)
+    enc = embed_cells(shards, gan.encoder, crop, "enc")
+    tables = work / "tables"
+    tables.mkdir(exist_ok=True)  # per-cell embeddings, for analyses after the run
+    enc.to_parquet(tables / f"{preset}-{variant}-s{seed}-{key.replace(' ', '-')}.parquet")
+    row = {"preset": preset, "variant": variant, "seed": seed, "features": key,
+           "dim": int(gan.encoder.outputs[0].shape[-1]), **score(enc, normalize)}
+    model = cfg["model"]
+    if kind == "trained":
+        row.update(info)
+        if readout == model.get("readout", "hidden") and views == model.get("views", "single"):
+            row["curve"] = nsc_curve(run, readout, shards, crop, normalize, views)
+    record(row)
+    record({"preset": preset, "variant": variant, "seed": seed,
+            "features": f"handmade + {key}", **score_combined(hand, enc, normalize)})
+
+
+def nsc_curve(run: Path, readout: str, shards: Path, crop: int, normalize: str,
+              views: str = "single") -> list:
     import tensorflow as tf
 
     ckpts = tf.train.get_checkpoint_state(str(run / "checkpoints"))
     points = []
     for path in (ckpts.all_model_checkpoint_paths if ckpts else [])[:-1]:  # the last is the final row
-        gan = restore(run, readout, path)
+        gan = restore(run, readout, path, views=views)
         step = int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
         points.append([step, score(embed_cells(shards, gan.encoder, crop, "enc"), normalize)["nsc"]])
     return points
