@@ -480,8 +480,9 @@ def export_run(run_dir: str | os.PathLike, name: str, base_dir: str | os.PathLik
         "training_precision": (getattr(loaded, "run_info", None) or {}).get("precision")
         or train_cfg.get("precision"),
         "run_dir": str(run_dir.resolve()),
-        "readout": readout or model_cfg.get("readout", "hidden"),
-        "views": views or model_cfg.get("views", "single"),
+        # load_run wrote the readout and views overrides into the config it returns
+        "readout": model_cfg.get("readout", "hidden"),
+        "views": model_cfg.get("views", "single"),
     }
     return export_models(gan.generator, gan.encoder, metadata, name, base_dir, version, config_root,
                          latent_encoder=getattr(gan, "latent_encoder", None))
