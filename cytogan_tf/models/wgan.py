@@ -27,13 +27,13 @@ class WGANGP(BaseGAN):
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update,
                            arch, critic_norm="layer", readout="hidden",
-                           head_features="multiscale", **options):
+                           head_features="multiscale", views="single", **options):
         """`options`: n_critic, gp_weight and the representation options (augment, ssl,
         ssl_weight, ssl_temperature, weak_labels, weak_weight, n_classes) where set."""
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         disc, enc, trunk = build_discriminator_with_encoder(image_size, widths, encoder_dim,
                                                             norm=critic_norm, readout=readout,
-                                                            head_features=head_features)
+                                                            head_features=head_features, views=views)
         return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
                    encoder_dim=encoder_dim, seed=seed, update=update, trunk=trunk, **options)
 
