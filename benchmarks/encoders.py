@@ -83,7 +83,8 @@ SIZE_INTENSITY = [f"{o}_AreaShape_Area" for o in ("Nuclei", "Cells")] + [
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default="/tmp/cytogan-encoders")
-    p.add_argument("--presets", default="demo,texture")
+    p.add_argument("--presets", default="demo,texture",
+                   help="synth presets, or texture4x (the texture preset with 4x the fields)")
     p.add_argument("--variants", default="lsgan,lsgan-ssl", help=f"from {', '.join(VARIANTS)}")
     p.add_argument("--seeds", default="0,1,2", help="training seeds (plates use --data-seed)")
     p.add_argument("--data-seed", type=int, default=0)
@@ -97,13 +98,21 @@ def parse_args(argv=None):
 # --------------------------------------------------------------------------- data
 
 
+# Benchmark-only plate sets: a synth preset with overrides. texture4x: the texture plates
+# with 8 fields per well instead of 2 (4x the cells, same treatments), to ask whether
+# the data size limits what training adds.
+PLATE_SETS = {"texture4x": ("texture", {"sites": 8})}
+
+
 def make_shards(work: Path, preset: str, crop: int, seed: int, workers: int) -> Path:
     from cytogan_tf.data.prepare import PrepareOptions, prepare
     from cytogan_tf.data.synthetic import load_preset, simulate_plates
 
     plates, shards = work / preset / "plates", work / preset / "shards"
     if not (plates / "BBBC021_v1_image.csv").is_file():
-        simulate_plates(plates, dataclasses.replace(load_preset(preset), seed=seed), progress=False)
+        base, overrides = PLATE_SETS.get(preset, (preset, {}))
+        synth = dataclasses.replace(load_preset(base), seed=seed, **overrides)
+        simulate_plates(plates, synth, progress=False)
     if not (shards / "dataset.json").is_file():
         prepare(plates, shards, options=PrepareOptions(crop_size=crop, workers=workers, seed=seed,
                                                        progress=False))
