@@ -23,3 +23,27 @@ def test_usage_errors_exit_2_with_an_error_line(args):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].startswith("Error: Invalid value")
+
+
+def _choices(command: str, option: str) -> set:
+    cmd = cli.get_command(click.Context(cli), command)
+    (param,) = [p for p in cmd.params if option in p.opts]
+    return set(param.type.choices)
+
+
+def test_cli_choices_match_what_the_library_accepts():
+    # The CLI spells these lists out so `cytogan --help` does not import Keras; this keeps
+    # the spellings from drifting apart from the library's when one side gains a value.
+    from cytogan_tf.latent_cells import METHODS
+    from cytogan_tf.models import ARCHS
+    from cytogan_tf.models.networks import READOUTS
+    from cytogan_tf.models.views import VIEWS
+
+    assert _choices("export", "--readout") == set(READOUTS)
+    assert _choices("export", "--views") == set(VIEWS)
+    assert _choices("train", "--arch") == set(ARCHS)
+    assert _choices("demo", "--arch") == set(ARCHS)
+    assert _choices("encode", "--method") == set(METHODS)
+    from cytogan_tf.precision import POLICIES
+
+    assert _choices("train", "--precision") == set(POLICIES)
