@@ -46,6 +46,9 @@ VARIANTS = {
     # A first stage as wide as the second (32 channels): a richer texture readout.
     "lsgan-ssl-wide": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive",
                        "widths": [128, 64, 32, 32]},
+    # The configs' own widths (configs/lsgan.toml; what `cytogan train` uses outside the demo).
+    "lsgan-ssl-full": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive",
+                       "widths": [256, 128, 64, 32]},
     "lsgan-ssl-strong-t01": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive", "ssl_temperature": 0.1},
     "lsgan-ssl-fast": {"arch": "lsgan", **SSL, "train": {"d_lr": 2e-4}},
     "lsgan-ssl-t01": {"arch": "lsgan", **SSL, "ssl_temperature": 0.1},
