@@ -38,12 +38,11 @@ def test_cli_choices_match_what_the_library_accepts():
     from cytogan_tf.models import ARCHS
     from cytogan_tf.models.networks import READOUTS
     from cytogan_tf.models.views import VIEWS
+    from cytogan_tf.precision import POLICIES
 
     assert _choices("export", "--readout") == set(READOUTS)
     assert _choices("export", "--views") == set(VIEWS)
     assert _choices("train", "--arch") == set(ARCHS)
     assert _choices("demo", "--arch") == set(ARCHS)
     assert _choices("encode", "--method") == set(METHODS)
-    from cytogan_tf.precision import POLICIES
-
     assert _choices("train", "--precision") == set(POLICIES)
