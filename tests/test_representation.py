@@ -18,7 +18,8 @@ from cytogan_tf import losses
 from cytogan_tf.errors import ConfigError
 from cytogan_tf.export import export_run, read_export_metadata
 from cytogan_tf.models import build_gan, make_head_optimizer, make_optimizers
-from cytogan_tf.models.augment import BACKGROUND, channel_gain, diff_augment, dihedral, strong_augment, translate, zoom
+from cytogan_tf.models.augment import (BACKGROUND, channel_gain, diff_augment, dihedral, strong_augment,
+                                      translate, window, window_augment, zoom)
 from cytogan_tf.models.networks import multiscale_dim
 from cytogan_tf.models.second_order import ChannelCorrelation, texture_dim
 from cytogan_tf.models.views import DihedralViews
@@ -93,6 +94,29 @@ def test_zoom_and_strong_policy_keep_shape_and_gradients():
     assert np.abs(tape.gradient(loss, x).numpy()).sum() > 0
 
 
+def test_window_keeps_one_square_around_the_centre_and_blacks_out_the_rest():
+    x = _images(8)
+    seed = tf.constant([4, 5], tf.int64)
+    y = window(x, seed).numpy()
+    xs = x.numpy()
+    for a, b in zip(xs, y):
+        kept = np.all(b == a, axis=-1) & np.any(a != BACKGROUND, axis=-1)
+        rows, cols = np.nonzero(kept)
+        square = np.zeros_like(kept)
+        square[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        np.testing.assert_array_equal(kept, square)  # one rectangle kept ...
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert 0.45 * 32 <= height <= 0.8 * 32 and abs(height - width) <= 1
+        assert rows.min() <= 16 <= rows.max() and cols.min() <= 16 <= cols.max()  # ... over the centre
+        np.testing.assert_array_equal(b[~kept], BACKGROUND)
+    np.testing.assert_array_equal(y, window(x, seed).numpy())
+    assert not np.array_equal(y, window(x, tf.constant([4, 6], tf.int64)).numpy())
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(window_augment(x, seed) ** 2)
+    assert np.abs(tape.gradient(loss, x).numpy()).sum() > 0
+
+
 # ------------------------------------------------------------------ contrastive loss
 
 
@@ -116,6 +140,8 @@ def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones(
     ("bigan", {"augment": "diff"}),
     ("bigan", {"readout": "multiscale"}),
     ("lsgan", {"readout": "texture", "augment": "strong", "ssl": "contrastive",
+               "head_features": "texture"}),
+    ("lsgan", {"readout": "texture", "augment": "window", "ssl": "contrastive",
                "head_features": "texture"}),
     ("wgan", {"readout": "texture", "ssl": "contrastive", "head_features": "both", "n_critic": 1}),
     ("began", {"readout": "texture"}),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-AUGMENTS = ("none", "diff", "strong")
+AUGMENTS = ("none", "diff", "strong", "window")
 BACKGROUND = -1.0  # black in the networks' [-1, 1] pixel scale
 
 
@@ -88,4 +88,26 @@ def strong_augment(images, seed):
     return channel_gain(zoom(diff_augment(images, s[0]), s[1]), s[2])
 
 
-POLICIES = {"diff": diff_augment, "strong": strong_augment}
+def window(images, seed, min_side=0.5, max_side=0.75):
+    """Keep one random square window of each image (`min_side`..`max_side` of the side),
+    background elsewhere: two windows of one cell share its texture, not its layout."""
+    size = images.shape[1]
+    batch = tf.shape(images)[0]
+    s = _split(seed, 2)
+    side = tf.random.stateless_uniform([batch, 1], seed=s[0], minval=min_side, maxval=max_side)
+    start = tf.random.stateless_uniform([batch, 2], seed=s[1]) * (1.0 - side)
+    grid = (tf.cast(tf.range(size), tf.float32) + 0.5) / size
+    inside_y = (grid[None, :] >= start[:, :1]) & (grid[None, :] < start[:, :1] + side)
+    inside_x = (grid[None, :] >= start[:, 1:]) & (grid[None, :] < start[:, 1:] + side)
+    mask = tf.cast(inside_y[:, :, None] & inside_x[:, None, :], images.dtype)[..., None]
+    return images * mask + tf.cast(BACKGROUND, images.dtype) * (1 - mask)
+
+
+def window_augment(images, seed):
+    """The "window" policy: a dihedral transform, then one window of the cell kept
+    (`window`). Views that agree on texture statistics only, not zoom- or gain-invariant."""
+    s = _split(seed, 2)
+    return window(dihedral(images, s[0]), s[1])
+
+
+POLICIES = {"diff": diff_augment, "strong": strong_augment, "window": window_augment}
