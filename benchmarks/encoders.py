@@ -49,6 +49,14 @@ VARIANTS = {
     # The configs' own widths (configs/lsgan.toml; what `cytogan train` uses outside the demo).
     "lsgan-ssl-full": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive",
                        "widths": [256, 128, 64, 32]},
+    # ContraD's balance: the contrastive task trains D's stages at its own rate (14x d_lr),
+    # so the representation is driven by the views more than by the adversarial game.
+    "lsgan-ssl-headlr": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive",
+                         "train": {"head_lr": 1e-3}},
+    # Views are two windows of one cell (augment "window"), matched by the texture readout:
+    # a contrastive task only the cell's texture statistics can solve.
+    "lsgan-ssl-window": {"arch": "lsgan", "augment": "window", "ssl": "contrastive",
+                         "head_features": "texture"},
     "lsgan-ssl-strong-t01": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive", "ssl_temperature": 0.1},
     "lsgan-ssl-fast": {"arch": "lsgan", **SSL, "train": {"d_lr": 2e-4}},
     "lsgan-ssl-t01": {"arch": "lsgan", **SSL, "ssl_temperature": 0.1},
@@ -282,36 +290,54 @@ def main(argv=None):
             for variant in args.variants.split(","):
                 cfg = model_config(variant, crop, args.steps)
                 run, info = train_variant(work, shards, variant, seed, cfg, args.curve_every)
+                trial = Trial(work, preset, variant, seed, cfg, run, info, shards, hand, crop,
+                              args.normalize)
                 for readout in READOUTS:
                     for views in VIEWS:
                         for kind in ("trained", "untrained"):
-                            evaluate_encoder(work, preset, variant, seed, cfg, run, info, shards, hand,
-                                             crop, kind, readout, views, args.normalize, done, record)
+                            evaluate_encoder(trial, kind, readout, views, done, record)
     summarize(results["rows"])
 
 
-def evaluate_encoder(work, preset, variant, seed, cfg, run, info, shards, hand, crop, kind, readout,
-                     views, normalize, done, record):
+@dataclasses.dataclass
+class Trial:
+    """One trained run on one plate set, and what its encoders are scored against."""
+
+    work: Path
+    preset: str
+    variant: str
+    seed: int
+    cfg: dict
+    run: Path
+    info: dict  # training speed and precision (bench_train.json)
+    shards: Path
+    hand: object  # the plate set's hand-made per-cell table
+    crop: int
+    normalize: str
+
+
+def evaluate_encoder(trial: Trial, kind, readout, views, done, record):
     """One encoder's row and its hand-made (+) encoder row; the NSC curve for the
     readout and views the variant's config names."""
+    t = trial
     key = f"{kind} {readout}" + ("" if views == "single" else f" {views}")
-    if (preset, variant, seed, key) in done:
+    if (t.preset, t.variant, t.seed, key) in done:
         return
-    gan = restore(run, readout, views=views) if kind == "trained" else untrained(cfg, seed, readout, views)
-    enc = embed_cells(shards, gan.encoder, crop, "enc")
-    tables = work / "tables"
+    gan = (restore(t.run, readout, views=views) if kind == "trained"
+           else untrained(t.cfg, t.seed, readout, views))
+    enc = embed_cells(t.shards, gan.encoder, t.crop, "enc")
+    tables = t.work / "tables"
     tables.mkdir(exist_ok=True)  # per-cell embeddings, for analyses after the run
-    enc.to_parquet(tables / f"{preset}-{variant}-s{seed}-{key.replace(' ', '-')}.parquet")
-    row = {"preset": preset, "variant": variant, "seed": seed, "features": key,
-           "dim": int(gan.encoder.outputs[0].shape[-1]), **score(enc, normalize)}
-    model = cfg["model"]
+    enc.to_parquet(tables / f"{t.preset}-{t.variant}-s{t.seed}-{key.replace(' ', '-')}.parquet")
+    ids = {"preset": t.preset, "variant": t.variant, "seed": t.seed}
+    row = {**ids, "features": key, "dim": int(gan.encoder.outputs[0].shape[-1]), **score(enc, t.normalize)}
+    model = t.cfg["model"]
     if kind == "trained":
-        row.update(info)
+        row.update(t.info)
         if readout == model.get("readout", "hidden") and views == model.get("views", "single"):
-            row["curve"] = nsc_curve(run, readout, shards, crop, normalize, views)
+            row["curve"] = nsc_curve(t.run, readout, t.shards, t.crop, t.normalize, views)
     record(row)
-    record({"preset": preset, "variant": variant, "seed": seed,
-            "features": f"handmade + {key}", **score_combined(hand, enc, normalize)})
+    record({**ids, "features": f"handmade + {key}", **score_combined(t.hand, enc, t.normalize)})
 
 
 def nsc_curve(run: Path, readout: str, shards: Path, crop: int, normalize: str,
