@@ -7,7 +7,8 @@ Applying the same random, differentiable transforms to real and generated batche
 every transform. Only transforms that keep a cell's biology are used: the 8 flips and
 right-angle rotations (a cell has no preferred orientation) and small translations
 (pixels shifted in are background); "strong" adds a mild zoom and per-stain gains, for the
-contrastive head. Every op is differentiable, so gradients reach the generator.
+contrastive head; "window" keeps one square window of the cell instead, so two views share
+its texture, not its layout. Every op is differentiable, so gradients reach the generator.
 
 Randomness comes from a stateless seed (the model's SeedGenerator), so a seeded run
 repeats exactly.
@@ -68,13 +69,20 @@ def channel_gain(images, seed, spread=0.4):
     return tf.clip_by_value(unit * gain, 0.0, 1.0) * 2.0 + BACKGROUND
 
 
+def _random_squares(batch, seed, min_side, max_side):
+    """Per image, a square's side (min_side..max_side, as a fraction of the image's) and
+    its top-left corner [y, x], placed uniformly inside the image: [B, 1] and [B, 2]."""
+    s = _split(seed, 2)
+    side = tf.random.stateless_uniform([batch, 1], seed=s[0], minval=min_side, maxval=max_side)
+    start = tf.random.stateless_uniform([batch, 2], seed=s[1]) * (1.0 - side)
+    return side, start
+
+
 def zoom(images, seed, min_side=0.8):
     """A random square crop of `min_side`..1 of the side, resized back (bilinear)."""
     size = images.shape[1]
     batch = tf.shape(images)[0]
-    s = _split(seed, 2)
-    side = tf.random.stateless_uniform([batch, 1], seed=s[0], minval=min_side, maxval=1.0)
-    start = tf.random.stateless_uniform([batch, 2], seed=s[1]) * (1.0 - side)
+    side, start = _random_squares(batch, seed, min_side, 1.0)
     boxes = tf.concat([start, start + side], axis=1)
     out = tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(batch), [size, size])
     return tf.cast(out, images.dtype)
@@ -92,10 +100,7 @@ def window(images, seed, min_side=0.5, max_side=0.75):
     """Keep one random square window of each image (`min_side`..`max_side` of the side),
     background elsewhere: two windows of one cell share its texture, not its layout."""
     size = images.shape[1]
-    batch = tf.shape(images)[0]
-    s = _split(seed, 2)
-    side = tf.random.stateless_uniform([batch, 1], seed=s[0], minval=min_side, maxval=max_side)
-    start = tf.random.stateless_uniform([batch, 2], seed=s[1]) * (1.0 - side)
+    side, start = _random_squares(tf.shape(images)[0], seed, min_side, max_side)
     grid = (tf.cast(tf.range(size), tf.float32) + 0.5) / size
     inside_y = (grid[None, :] >= start[:, :1]) & (grid[None, :] < start[:, :1] + side)
     inside_x = (grid[None, :] >= start[:, 1:]) & (grid[None, :] < start[:, 1:] + side)
