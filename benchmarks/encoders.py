@@ -57,6 +57,17 @@ VARIANTS = {
     # a contrastive task only the cell's texture statistics can solve.
     "lsgan-ssl-window": {"arch": "lsgan", "augment": "window", "ssl": "contrastive",
                          "head_features": "texture"},
+    # Window views with the contrastive head at its own rate (train.head_lr): the views'
+    # task points the first stage where the texture readout needs it; learn it faster.
+    "lsgan-ssl-window-headlr": {"arch": "lsgan", "augment": "window", "ssl": "contrastive",
+                                "head_features": "texture", "train": {"head_lr": 1e-3}},
+    "lsgan-ssl-window-headlr3": {"arch": "lsgan", "augment": "window", "ssl": "contrastive",
+                                 "head_features": "texture", "train": {"head_lr": 3e-4}},
+    "lsgan-ssl-window-headlr-x3": {"arch": "lsgan", "augment": "window", "ssl": "contrastive",
+                                   "head_features": "texture", "train": {"head_lr": 3e-3}},
+    # Window views at the configs' own widths (what `cytogan train --config lsgan` runs).
+    "lsgan-ssl-window-full": {"arch": "lsgan", "augment": "window", "ssl": "contrastive",
+                              "head_features": "texture", "widths": [256, 128, 64, 32]},
     "lsgan-ssl-strong-t01": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive", "ssl_temperature": 0.1},
     "lsgan-ssl-fast": {"arch": "lsgan", **SSL, "train": {"d_lr": 2e-4}},
     "lsgan-ssl-t01": {"arch": "lsgan", **SSL, "ssl_temperature": 0.1},
@@ -200,7 +211,8 @@ def model_config(variant: str, crop: int, steps: int | None):
     from cytogan_tf.config import load_config
 
     over = dict(VARIANTS[variant])
-    train_over = over.pop("train", {})
+    # head_lr 0 unless the variant sets it: the configs' default rate changes no row.
+    train_over = {"head_lr": 0.0, **over.pop("train", {})}
     cfg = load_config(over["arch"])
     demo = load_config("demo")
     cfg["model"].update(demo["model"])
