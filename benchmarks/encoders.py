@@ -35,6 +35,7 @@ import numpy as np
 # names every representation option, so a change of the configs' defaults changes no row.
 PLAIN = {"augment": "none", "ssl": "none"}
 SSL = {"augment": "diff", "ssl": "contrastive"}
+WINDOW = {"augment": "window", "ssl": "contrastive", "head_features": "texture"}
 VARIANTS = {
     "lsgan": {"arch": "lsgan", **PLAIN},
     "lsgan-aug": {"arch": "lsgan", **PLAIN, "augment": "diff"},
@@ -55,19 +56,14 @@ VARIANTS = {
                          "train": {"head_lr": 1e-3}},
     # Views are two windows of one cell (augment "window"), matched by the texture readout:
     # a contrastive task only the cell's texture statistics can solve.
-    "lsgan-ssl-window": {"arch": "lsgan", "augment": "window", "ssl": "contrastive",
-                         "head_features": "texture"},
+    "lsgan-ssl-window": {"arch": "lsgan", **WINDOW},
     # Window views with the contrastive head at its own rate (train.head_lr): the views'
     # task points the first stage where the texture readout needs it; learn it faster.
-    "lsgan-ssl-window-headlr": {"arch": "lsgan", "augment": "window", "ssl": "contrastive",
-                                "head_features": "texture", "train": {"head_lr": 1e-3}},
-    "lsgan-ssl-window-headlr3": {"arch": "lsgan", "augment": "window", "ssl": "contrastive",
-                                 "head_features": "texture", "train": {"head_lr": 3e-4}},
-    "lsgan-ssl-window-headlr-x3": {"arch": "lsgan", "augment": "window", "ssl": "contrastive",
-                                   "head_features": "texture", "train": {"head_lr": 3e-3}},
+    "lsgan-ssl-window-headlr": {"arch": "lsgan", **WINDOW, "train": {"head_lr": 1e-3}},
+    "lsgan-ssl-window-headlr-slow": {"arch": "lsgan", **WINDOW, "train": {"head_lr": 3e-4}},
+    "lsgan-ssl-window-headlr-x3": {"arch": "lsgan", **WINDOW, "train": {"head_lr": 3e-3}},
     # Window views at the configs' own widths (what `cytogan train --config lsgan` runs).
-    "lsgan-ssl-window-full": {"arch": "lsgan", "augment": "window", "ssl": "contrastive",
-                              "head_features": "texture", "widths": [256, 128, 64, 32]},
+    "lsgan-ssl-window-full": {"arch": "lsgan", **WINDOW, "widths": [256, 128, 64, 32]},
     "lsgan-ssl-strong-t01": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive", "ssl_temperature": 0.1},
     "lsgan-ssl-fast": {"arch": "lsgan", **SSL, "train": {"d_lr": 2e-4}},
     "lsgan-ssl-t01": {"arch": "lsgan", **SSL, "ssl_temperature": 0.1},
