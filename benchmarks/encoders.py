@@ -62,6 +62,11 @@ VARIANTS = {
     "lsgan-ssl-window-headlr": {"arch": "lsgan", **WINDOW, "train": {"head_lr": 1e-3}},
     "lsgan-ssl-window-headlr-slow": {"arch": "lsgan", **WINDOW, "train": {"head_lr": 3e-4}},
     "lsgan-ssl-window-headlr-x3": {"arch": "lsgan", **WINDOW, "train": {"head_lr": 3e-3}},
+    # A cell's two windows of one side (augment "window-paired"): the views no longer differ
+    # in how much of them the cell fills, so matching them does not teach size-blindness.
+    "lsgan-ssl-window-paired": {"arch": "lsgan", **WINDOW, "augment": "window-paired"},
+    "lsgan-ssl-window-paired-headlr": {"arch": "lsgan", **WINDOW, "augment": "window-paired",
+                                       "train": {"head_lr": 1e-3}},
     # Window views at the configs' own widths (what `cytogan train --config lsgan` runs).
     "lsgan-ssl-window-full": {"arch": "lsgan", **WINDOW, "widths": [256, 128, 64, 32]},
     "lsgan-ssl-strong-t01": {"arch": "lsgan", "augment": "strong", "ssl": "contrastive", "ssl_temperature": 0.1},

@@ -18,8 +18,8 @@ from cytogan_tf import losses
 from cytogan_tf.errors import ConfigError
 from cytogan_tf.export import export_run, read_export_metadata
 from cytogan_tf.models import build_gan, make_head_optimizer, make_optimizers
-from cytogan_tf.models.augment import (BACKGROUND, channel_gain, diff_augment, dihedral, strong_augment,
-                                      translate, window, window_augment, zoom)
+from cytogan_tf.models.augment import (BACKGROUND, channel_gain, diff_augment, dihedral, paired_windows,
+                                      strong_augment, translate, window, window_augment, zoom)
 from cytogan_tf.models.networks import multiscale_dim
 from cytogan_tf.models.second_order import ChannelCorrelation, texture_dim
 from cytogan_tf.models.views import DihedralViews
@@ -117,6 +117,20 @@ def test_window_keeps_one_square_around_the_centre_and_blacks_out_the_rest():
     assert np.abs(tape.gradient(loss, x).numpy()).sum() > 0
 
 
+def test_paired_windows_give_each_cell_two_windows_of_one_side_at_different_places():
+    x = tf.ones([16, 32, 32, 3])  # all foreground, so a window's kept area is its side squared
+    a, b = paired_windows(x, tf.constant([7, 8], tf.int64))
+    kept_a = np.all(a.numpy() == 1.0, axis=-1).sum(axis=(1, 2))
+    kept_b = np.all(b.numpy() == 1.0, axis=-1).sum(axis=(1, 2))
+    sides_a, sides_b = np.sqrt(kept_a), np.sqrt(kept_b)
+    assert np.all(np.abs(sides_a - sides_b) <= 1.5)  # one side per cell, up to the pixel grid
+    assert np.ptp(sides_a) > 2  # ... but the side varies from cell to cell
+    assert not np.array_equal(a.numpy(), b.numpy())  # placed apart
+    c, d = paired_windows(x, tf.constant([7, 8], tf.int64))
+    np.testing.assert_array_equal(a.numpy(), c.numpy())
+    np.testing.assert_array_equal(b.numpy(), d.numpy())
+
+
 # ------------------------------------------------------------------ contrastive loss
 
 
@@ -142,6 +156,8 @@ def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones(
     ("lsgan", {"readout": "texture", "augment": "strong", "ssl": "contrastive",
                "head_features": "texture"}),
     ("lsgan", {"readout": "texture", "augment": "window", "ssl": "contrastive",
+               "head_features": "texture"}),
+    ("lsgan", {"readout": "texture", "augment": "window-paired", "ssl": "contrastive",
                "head_features": "texture"}),
     ("wgan", {"readout": "texture", "ssl": "contrastive", "head_features": "both", "n_critic": 1}),
     ("began", {"readout": "texture"}),

@@ -8,7 +8,9 @@ every transform. Only transforms that keep a cell's biology are used: the 8 flip
 right-angle rotations (a cell has no preferred orientation) and small translations
 (pixels shifted in are background); "strong" adds a mild zoom and per-stain gains, for the
 contrastive head; "window" keeps one square window of the cell instead, so two views share
-its texture, not its layout. Every op is differentiable, so gradients reach the generator.
+its texture, not its layout; "window-paired" draws a cell's two contrastive views as windows
+of one size, so matching them asks for texture but not for indifference to how much of the
+window the cell fills (its size). Every op is differentiable, so gradients reach the generator.
 
 Randomness comes from a stateless seed (the model's SeedGenerator), so a seeded run
 repeats exactly.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-AUGMENTS = ("none", "diff", "strong", "window")
+AUGMENTS = ("none", "diff", "strong", "window", "window-paired")
 BACKGROUND = -1.0  # black in the networks' [-1, 1] pixel scale
 
 
@@ -69,11 +71,18 @@ def channel_gain(images, seed, spread=0.4):
     return tf.clip_by_value(unit * gain, 0.0, 1.0) * 2.0 + BACKGROUND
 
 
-def _random_squares(batch, seed, min_side, max_side):
-    """Per image, a square's side (min_side..max_side, as a fraction of the image's) and
-    its top-left corner [y, x], placed uniformly inside the image: [B, 1] and [B, 2]."""
+def _random_sides(batch, seed, min_side, max_side):
+    """Per image, a square's side as a fraction of the image's: [B, 1]."""
+    return tf.random.stateless_uniform([batch, 1], seed=seed, minval=min_side, maxval=max_side)
+
+
+def _random_squares(batch, seed, min_side, max_side, side=None):
+    """Per image, a square's side (min_side..max_side, as a fraction of the image's; or
+    `side` where given) and its top-left corner [y, x], placed uniformly inside the image:
+    [B, 1] and [B, 2]."""
     s = _split(seed, 2)
-    side = tf.random.stateless_uniform([batch, 1], seed=s[0], minval=min_side, maxval=max_side)
+    if side is None:
+        side = _random_sides(batch, s[0], min_side, max_side)
     start = tf.random.stateless_uniform([batch, 2], seed=s[1]) * (1.0 - side)
     return side, start
 
@@ -96,11 +105,15 @@ def strong_augment(images, seed):
     return channel_gain(zoom(diff_augment(images, s[0]), s[1]), s[2])
 
 
-def window(images, seed, min_side=0.5, max_side=0.75):
-    """Keep one random square window of each image (`min_side`..`max_side` of the side),
-    background elsewhere: two windows of one cell share its texture, not its layout."""
+WINDOW_SIDES = (0.5, 0.75)  # a window's side, as a fraction of the crop's
+
+
+def window(images, seed, min_side=WINDOW_SIDES[0], max_side=WINDOW_SIDES[1], side=None):
+    """Keep one random square window of each image (`min_side`..`max_side` of the side, or
+    `side` [B, 1] where given), background elsewhere: two windows of one cell share its
+    texture, not its layout."""
     size = images.shape[1]
-    side, start = _random_squares(tf.shape(images)[0], seed, min_side, max_side)
+    side, start = _random_squares(tf.shape(images)[0], seed, min_side, max_side, side)
     grid = (tf.cast(tf.range(size), tf.float32) + 0.5) / size
     inside_y = (grid[None, :] >= start[:, :1]) & (grid[None, :] < start[:, :1] + side)
     inside_x = (grid[None, :] >= start[:, 1:]) & (grid[None, :] < start[:, 1:] + side)
@@ -115,4 +128,19 @@ def window_augment(images, seed):
     return window(dihedral(images, s[0]), s[1])
 
 
-POLICIES = {"diff": diff_augment, "strong": strong_augment, "window": window_augment}
+def paired_windows(images, seed):
+    """The "window-paired" policy's two contrastive views: each cell's two windows have one
+    side (each view its own dihedral transform and place). With independent sides
+    (`window`) the views differ in how much of them the cell fills, so matching them
+    teaches D's first stage to discard cell size, which the demo plates' MOAs need."""
+    s = _split(seed, 5)
+    side = _random_sides(tf.shape(images)[0], s[0], *WINDOW_SIDES)
+    return (window(dihedral(images, s[1]), s[2], side=side),
+            window(dihedral(images, s[3]), s[4], side=side))
+
+
+# One view per call; the fake batch and the adversarial view of the real batch use these.
+POLICIES = {"diff": diff_augment, "strong": strong_augment, "window": window_augment,
+            "window-paired": window_augment}
+# Policies whose contrastive views are drawn together, as a pair of the same cells.
+PAIRED = {"window-paired": paired_windows}

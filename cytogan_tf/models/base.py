@@ -293,13 +293,21 @@ class BaseGAN(keras.Model):
         "ssl_loss" with a contrastive head (a second augmented view of the real batch
         then joins the pass) and "class_loss" with weak labels. Add them to D's loss
         with `_representation_loss`."""
-        real_a, fake_a = self._augmented(real), self._augmented(fake)
+        from .augment import PAIRED
+
+        if self.ssl_head is not None and self.augment in PAIRED:
+            # The policy draws the real batch's two views together (same window side).
+            real_a, real_b = PAIRED[self.augment](real, self._stateless_seed())
+            fake_a = self._augmented(fake)
+        else:
+            real_a, fake_a = self._augmented(real), self._augmented(fake)
+            real_b = self._augmented(real) if self.ssl_head is not None else None
         if not self._d_heads():
             out = self.discriminator(tf.concat([real_a, fake_a], axis=0), training=True)
             real_out, fake_out = tf.split(out, 2, axis=0)
             return real_out, fake_out, {}
         from .. import losses
-        views = [real_a, fake_a] + ([self._augmented(real)] if self.ssl_head is not None else [])
+        views = [real_a, fake_a] + ([real_b] if real_b is not None else [])
         logits, pooled = self.trunk(tf.concat(views, axis=0), training=True)
         logits, pooled = tf.split(logits, len(views), axis=0), tf.split(pooled, len(views), axis=0)
         real_feats = [pooled[0]] + pooled[2:]  # every real view, fakes left out
