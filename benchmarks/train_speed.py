@@ -2,6 +2,9 @@
 
     python benchmarks/train_speed.py            # full run (several minutes)
     python benchmarks/train_speed.py --quick    # short check
+    python benchmarks/train_speed.py --archs "" --config lsgan --config lsgan+train.head_lr=3e-4
+        # the bundled config as `cytogan train` builds it (its encoder options and
+        # widths), beside the same config with a key changed
 
 Every measurement runs in a fresh subprocess (TF and torch never share a process or its
 thread pools), TF and torch runs alternate, warm-up steps (tracing, oneDNN primitive
@@ -32,17 +35,34 @@ def _steps_for(arch, steps):
     return max(2, steps // 5) if arch == "wgan" else steps
 
 
+def _config_variant(spec):
+    """`lsgan+train.head_lr=3e-4`: a bundled config with dotted keys replaced, as
+    `cytogan train --config lsgan --set train.head_lr=3e-4` reads it."""
+    from cytogan_tf.config import apply_overrides, load_config, parse_set_options
+
+    name, *sets = spec.split("+")
+    cfg = apply_overrides(load_config(name), parse_set_options(sets))
+    return cfg["model"], cfg["train"]
+
+
 def tf_worker(args):
     import numpy as np
     import keras
     import tensorflow as tf
 
-    from cytogan_tf.models import build_gan, make_optimizers
+    from cytogan_tf.models import build_gan, make_head_optimizer, make_optimizers
     from cytogan_tf.precision import set_policy
 
     policy = set_policy(args.precision)
-    gan = build_gan({"arch": args.arch, "image_size": args.image_size, "widths": WIDTHS}, seed=0)
-    gan.compile(*make_optimizers({"g_lr": 1e-4, "d_lr": 1e-4}), steps_per_execution=args.spe)
+    if args.arch.startswith("config:"):
+        model_cfg, train_cfg = _config_variant(args.arch[len("config:"):])
+    else:  # the plain arch: its code defaults, no encoder options
+        model_cfg, train_cfg = {"arch": args.arch}, {"g_lr": 1e-4, "d_lr": 1e-4}
+    model_cfg = dict(model_cfg, image_size=args.image_size)
+    model_cfg.setdefault("widths", WIDTHS)
+    gan = build_gan(model_cfg, seed=0)
+    gan.compile(*make_optimizers(train_cfg), head_optimizer=make_head_optimizer(train_cfg),
+                steps_per_execution=args.spe)
     x = np.random.default_rng(0).uniform(-1, 1, (args.batch, args.image_size, args.image_size, 3))
     ds = tf.data.Dataset.from_tensors(x.astype("float32")).repeat()
     steps = _steps_for(args.arch, args.steps)
@@ -119,6 +139,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="LSGAN and WGAN-GP only, few steps, one round")
     p.add_argument("--archs", default="dcgan,lsgan,wgan,began")
+    p.add_argument("--config", action="append", default=[],
+                   help="a bundled config timed as `cytogan train` builds it (repeatable); "
+                        "CONFIG+section.key=value+... changes keys, e.g. "
+                        "lsgan+model.widths=[128,64,32,16] (TF only)")
     p.add_argument("--precisions", default="float32,auto",
                    help="TF policies; 'auto' resolves per device (bf16 on a bf16 CPU)")
     p.add_argument("--steps", type=int, default=40, help="timed steps (WGAN-GP: a fifth)")
@@ -144,7 +168,8 @@ def main(argv=None):
 
     from cytogan_tf.precision import resolve_policy
 
-    archs = args.archs.split(",")
+    archs = [a for a in args.archs.split(",") if a]
+    archs += [f"config:{spec}" for spec in args.config]
     precisions = [resolve_policy(name) for name in args.precisions.split(",")]
     print(f"# {args.image_size}x{args.image_size}, batch {args.batch}, widths {WIDTHS}, "
           f"steps {args.steps} (wgan {_steps_for('wgan', args.steps)}), TF steps_per_execution "
