@@ -60,7 +60,16 @@ VARIANTS = {
     # Window views with the contrastive head at its own rate (train.head_lr): the views'
     # task points the first stage where the texture readout needs it; learn it faster.
     "lsgan-ssl-window-headlr": {"arch": "lsgan", **WINDOW, "train": {"head_lr": 1e-3}},
+    # The LSGAN default (configs/lsgan.toml): window views, the head at 3e-4.
     "lsgan-ssl-window-headlr-slow": {"arch": "lsgan", **WINDOW, "train": {"head_lr": 3e-4}},
+    # The default at the configs' own widths (32 first-stage channels: a 528-feature
+    # texture readout), as `cytogan train --config lsgan` runs it outside the demo.
+    "lsgan-ssl-window-headlr-slow-full": {"arch": "lsgan", **WINDOW, "widths": [256, 128, 64, 32],
+                                          "train": {"head_lr": 3e-4}},
+    # The default with a softer contrastive softmax: 2k cells are easy to tell apart one
+    # by one, and a higher temperature weighs the hardest negatives less.
+    "lsgan-ssl-window-headlr-slow-t05": {"arch": "lsgan", **WINDOW, "ssl_temperature": 0.5,
+                                         "train": {"head_lr": 3e-4}},
     "lsgan-ssl-window-headlr-x3": {"arch": "lsgan", **WINDOW, "train": {"head_lr": 3e-3}},
     # A cell's two windows of one side (augment "window-paired"): the views no longer differ
     # in how much of them the cell fills, so matching them does not teach size-blindness.
@@ -111,7 +120,7 @@ def parse_args(argv=None):
     p.add_argument("--variants", default="lsgan,lsgan-ssl", help=f"from {', '.join(VARIANTS)}")
     p.add_argument("--seeds", default="0,1,2", help="training seeds (plates use --data-seed)")
     p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="default: the demo's (2400)")
+    p.add_argument("--steps", type=int, default=None, help="default: the demo's (configs/demo.toml [train] steps)")
     p.add_argument("--curve-every", type=int, default=600, help="steps between NSC-curve points")
     p.add_argument("--normalize", default="tvn", choices=("none", "dmso", "tvn"))
     p.add_argument("--workers", type=int, default=2)
