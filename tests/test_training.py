@@ -134,6 +134,8 @@ def test_train_cli_takes_the_crop_size_from_the_shards_and_stores_its_options(sh
     cfg = load_config(run / "config.toml")
     # --config demo trains the demo's model (its arch config + the demo's overrides) at the shards' size
     assert cfg["model"]["arch"] == load_config("demo")["demo"]["arch"] and cfg["model"]["image_size"] == CROP
+    # ... with the arch config's training keys the demo does not override (LSGAN's head rate)
+    assert cfg["train"]["head_lr"] == load_config(cfg["model"]["arch"])["train"]["head_lr"] > 0
     assert (cfg["train"]["sample_every"], cfg["train"]["checkpoint_every"], cfg["train"]["log_every"]) == (1, 2, 1)
     assert len(list((run / "samples").glob("*.png"))) == 2
     res = CliRunner().invoke(cli, ["train", "--data", str(shards), "--out", str(run), "--resume",
