@@ -36,7 +36,7 @@ import click
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(arch, data_dir, out_dir, config_name, steps, batch_size, image_size, precision,
           strategy, seed, resume, sample_every, checkpoint_every, log_every, set_items, quiet):
-    """Train a GAN on prepared shards; Ctrl-C or a crash loses at most one checkpoint interval."""
+    """Train a GAN on prepared shards; Ctrl-C saves the step reached, a crash loses at most one checkpoint interval."""
     from pathlib import Path
 
     from cytogan_tf.config import apply_overrides, load_config, parse_set_options

@@ -33,6 +33,7 @@ import numpy as np
 from . import __version__
 from .config import dump_toml, load_config
 from .errors import ConfigError, DataError, TrainingDivergedError
+from .interrupt import stop_on_first_sigint
 from .io_utils import atomic_write_json, atomic_write_text
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -41,6 +42,7 @@ CONFIG_TOML = "config.toml"
 LABELS_JSON = "labels.json"  # weak-label classes, index order
 CHECKPOINT_DIR = "checkpoints"
 SAMPLES_DIR = "samples"
+STOP_MESSAGE = "stopping after this step and saving it (Ctrl-C again to stop at once)"
 LOGS_DIR = "logs"
 
 # Defaults for [train] keys this module reads; a config may set any of them.
@@ -236,7 +238,12 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
         return ds.with_options(opts)
 
     try:
-        _fit_steps(gan, dataset_from, tracker, start_step, total_steps, int(tcfg["steps_per_epoch"]))
+        with stop_on_first_sigint(tracker.request_stop, STOP_MESSAGE if verbose else ""):
+            _fit_steps(gan, dataset_from, tracker, start_step, total_steps,
+                       int(tcfg["steps_per_epoch"]))
+        if tracker.stop_requested:  # Ctrl-C: keep the step reached, then stop as Ctrl-C does
+            tracker.save_unless_saved()
+            raise KeyboardInterrupt
         tracker.finish()
     except tf.errors.DataLossError as exc:  # a truncated/corrupt shard, met inside tf.data
         from .data.shards import locate_bad_shard
@@ -265,7 +272,7 @@ def _fit_steps(gan, dataset_from, tracker, start_step: int, total_steps: int, pe
     if n_full:
         gan.fit(dataset_from(start_step), epochs=first_epoch + n_full, initial_epoch=first_epoch,
                 steps_per_epoch=chunk, callbacks=[tracker], verbose=0, shuffle=False)
-    if rest:
+    if rest and not tracker.stop_requested:
         gan.fit(dataset_from(tracker.step), epochs=first_epoch + n_full + 1,
                 initial_epoch=first_epoch + n_full, steps_per_epoch=rest,
                 callbacks=[tracker], verbose=0, shuffle=False)
@@ -370,6 +377,7 @@ class _RunCallback(keras.callbacks.Callback):
         self.last_checkpoint = manager.latest_checkpoint if is_chief else run_info.get("checkpoint")
         self.last_saved_step = start_step if self.last_checkpoint else None
         self.last_sample_step = None
+        self.stop_requested = False
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
@@ -392,6 +400,16 @@ class _RunCallback(keras.callbacks.Callback):
         if self.step % self.sample_every == 0:
             self.write_samples()
         if self.step % self.checkpoint_every == 0:
+            self.save()
+        if self.stop_requested:
+            self.gan.stop_training = True
+
+    def request_stop(self):
+        """Called from the SIGINT handler: fit() stops after the step it is running."""
+        self.stop_requested = True
+
+    def save_unless_saved(self):
+        if self.last_saved_step != self.step:
             self.save()
 
     def steps_per_second(self) -> float:

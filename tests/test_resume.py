@@ -127,3 +127,50 @@ def test_ctrl_c_names_the_kept_checkpoint_and_the_resume_command(shards, tmp_pat
     last = err.strip().splitlines()[-1]
     assert last.startswith("Error: interrupted; the checkpoint of step "), err[-2000:]
     assert f"--out {run} --resume" in last
+    # The first Ctrl-C stops between steps and saves the step reached, whether or not it
+    # was a checkpoint step: the checkpoint, run.json and the message agree on it.
+    step = int(last.split("the checkpoint of step ")[1].split()[0])
+    assert counters(checkpoint_tensors(run)) == (step, step, step)
+    assert json.loads((run / "run.json").read_text())["step"] == step
+
+
+def test_sigint_inside_train_stops_between_steps_and_keeps_the_step_reached(shards, tmp_path):
+    import tensorflow as tf
+
+    def interrupt_at_third_batch(ds):
+        # The signal comes from a tf.data thread while the main thread runs TensorFlow,
+        # as a Ctrl-C does: Python runs the handler in the main thread between bytecodes.
+        def maybe_interrupt(i, batch):
+            if int(i) == 3:
+                signal.raise_signal(signal.SIGINT)
+            return i
+        counted = ds.enumerate().map(lambda i, batch: (
+            tf.py_function(maybe_interrupt, [i, 0], tf.int64), batch))
+        return counted.map(lambda i, batch: batch)
+
+    cfg = tiny_config("lsgan", steps_per_epoch=4)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, shards, run, steps=100000, precision="float32", verbose=0, sample_every=1000,
+              checkpoint_every=1000, seed=0, dataset_hook=interrupt_at_third_batch)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    info = json.loads((run / "run.json").read_text())
+    step = info["step"]
+    assert 1 <= step < 100, step  # stopped within a few steps of the signal, not at the end
+    assert counters(checkpoint_tensors(run)) == (step, step, step)
+    assert info["checkpoint"].endswith(f"ckpt-{step}")
+
+
+def test_second_sigint_raises_at_once_and_the_handler_is_restored():
+    from cytogan_tf.interrupt import stop_on_first_sigint
+
+    requests = []
+    with pytest.raises(KeyboardInterrupt):
+        with stop_on_first_sigint(lambda: requests.append(1)) as installed:
+            assert installed
+            signal.raise_signal(signal.SIGINT)
+            assert requests == [1]  # the first one only asked for a stop
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(1)  # not reached: the second one interrupts
+    assert requests == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

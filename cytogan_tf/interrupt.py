@@ -1,0 +1,45 @@
+"""Ctrl-C during training stops at the next step boundary instead of wherever it lands.
+
+Python raises KeyboardInterrupt at whatever bytecode the main thread runs next: inside a
+checkpoint write, a tf.data iterator's teardown or a lock that TensorFlow's Python code
+holds. Raised there, it can leave the process unable to exit (a `cytogan train` that
+ignored Ctrl-C for minutes was seen on a loaded 2-core machine). So the first Ctrl-C only
+asks for a stop, which the training loop honours between steps, where it can save the
+step it reached. A second Ctrl-C raises KeyboardInterrupt at once, as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from typing import Callable, Iterator
+
+
+@contextlib.contextmanager
+def stop_on_first_sigint(request_stop: Callable[[], None],
+                         message: str = "") -> Iterator[bool]:
+    """Within the block, the first SIGINT calls `request_stop` (and prints `message`).
+
+    Yields whether the handler is installed: only the main thread can install one, and a
+    SIGINT that the caller ignores or handles itself (a background job, an embedding
+    application) is left alone.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield False
+        return
+
+    def on_sigint(signum, frame):
+        # The second Ctrl-C is the ordinary one: whoever presses twice wants out now.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if message:
+            print(message, file=sys.stderr, flush=True)
+        request_stop()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield True
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
