@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import threading
 from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
-def stop_on_first_sigint(request_stop: Callable[[], None],
-                         message: str = "") -> Iterator[bool]:
-    """Within the block, the first SIGINT calls `request_stop` (and prints `message`).
+def stop_on_first_sigint(request_stop: Callable[[], None]) -> Iterator[bool]:
+    """Within the block, the first SIGINT calls `request_stop` instead of raising.
 
     Yields whether the handler is installed: only the main thread can install one, and a
     SIGINT that the caller ignores or handles itself (a background job, an embedding
@@ -34,8 +32,6 @@ def stop_on_first_sigint(request_stop: Callable[[], None],
     def on_sigint(signum, frame):
         # The second Ctrl-C is the ordinary one: whoever presses twice wants out now.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        if message:
-            print(message, file=sys.stderr, flush=True)
         request_stop()
 
     signal.signal(signal.SIGINT, on_sigint)

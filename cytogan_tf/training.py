@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ CONFIG_TOML = "config.toml"
 LABELS_JSON = "labels.json"  # weak-label classes, index order
 CHECKPOINT_DIR = "checkpoints"
 SAMPLES_DIR = "samples"
-STOP_MESSAGE = "stopping after this step and saving it (Ctrl-C again to stop at once)"
+STOP_MESSAGE = "Ctrl-C: saving the step reached, then stopping (Ctrl-C again to stop at once)"
 LOGS_DIR = "logs"
 
 # Defaults for [train] keys this module reads; a config may set any of them.
@@ -238,7 +239,7 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
         return ds.with_options(opts)
 
     try:
-        with stop_on_first_sigint(tracker.request_stop, STOP_MESSAGE if verbose else ""):
+        with stop_on_first_sigint(tracker.request_stop):
             _fit_steps(gan, dataset_from, tracker, start_step, total_steps,
                        int(tcfg["steps_per_epoch"]))
         if tracker.stop_requested:  # Ctrl-C: keep the step reached, then stop as Ctrl-C does
@@ -378,6 +379,7 @@ class _RunCallback(keras.callbacks.Callback):
         self.last_saved_step = start_step if self.last_checkpoint else None
         self.last_sample_step = None
         self.stop_requested = False
+        self.announce_stop = not progress.disable  # a bar is shown: say why it stops
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
@@ -401,11 +403,13 @@ class _RunCallback(keras.callbacks.Callback):
             self.write_samples()
         if self.step % self.checkpoint_every == 0:
             self.save()
-        if self.stop_requested:
+        if self.stop_requested and not self.gan.stop_training:
             self.gan.stop_training = True
+            if self.announce_stop:
+                self.progress.write(STOP_MESSAGE, file=sys.stderr)  # above the bar, not through it
 
     def request_stop(self):
-        """Called from the SIGINT handler: fit() stops after the step it is running."""
+        """Called from the SIGINT handler, so it only sets a flag: the step boundary acts."""
         self.stop_requested = True
 
     def save_unless_saved(self):
