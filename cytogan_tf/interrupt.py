@@ -1,11 +1,11 @@
 """Ctrl-C during training stops at the next step boundary instead of wherever it lands.
 
 Python raises KeyboardInterrupt at whatever bytecode the main thread runs next: inside a
-checkpoint write, a tf.data iterator's teardown or a lock that TensorFlow's Python code
-holds. Raised there, it can leave the process unable to exit (a `cytogan train` that
-ignored Ctrl-C for minutes was seen on a loaded 2-core machine). So the first Ctrl-C only
-asks for a stop, which the training loop honours between steps, where it can save the
-step it reached. A second Ctrl-C raises KeyboardInterrupt at once, as usual.
+checkpoint write, a TensorBoard flush or TensorFlow's own Python code, and the steps
+trained since the last checkpoint are lost. So the first Ctrl-C only asks for a stop,
+which the training loop honours between steps, where it saves the step it reached. A
+second Ctrl-C raises KeyboardInterrupt at once, as usual. A process whose SIGINT is
+ignored (a shell's background job, `nohup`) is left as it is: it ignores Ctrl-C.
 """
 
 from __future__ import annotations

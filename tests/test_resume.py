@@ -57,6 +57,16 @@ def test_two_resumed_halves_equal_one_uninterrupted_run(shards, tmp_path):
     assert info["step"] == 8 and info["seed"] == 3
 
 
+@pytest.fixture
+def live_sigint():
+    """SIGINT as a terminal delivers it. A job a shell starts in the background (`cmd &`,
+    as CI scripts may be) inherits SIGINT *ignored*, and so would the training process
+    these tests start: it would never see the Ctrl-C they send."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _cli(*args):
     return [sys.executable, "-m", "cytogan_tf.cli.main", *map(str, args)]
 
@@ -110,7 +120,7 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(shards, tmp_path
     assert info["step"] == target and info["precision"] == "float32"
 
 
-def test_ctrl_c_names_the_kept_checkpoint_and_the_resume_command(shards, tmp_path):
+def test_ctrl_c_names_the_kept_checkpoint_and_the_resume_command(shards, tmp_path, live_sigint):
     proc, run = _start_endless_run(shards, tmp_path)
     deadline = time.time() + 90
     try:
@@ -134,7 +144,7 @@ def test_ctrl_c_names_the_kept_checkpoint_and_the_resume_command(shards, tmp_pat
     assert json.loads((run / "run.json").read_text())["step"] == step
 
 
-def test_sigint_inside_train_stops_between_steps_and_keeps_the_step_reached(shards, tmp_path):
+def test_sigint_inside_train_stops_between_steps_and_keeps_the_step_reached(shards, tmp_path, live_sigint):
     import tensorflow as tf
 
     def interrupt_at_third_batch(ds):
@@ -161,7 +171,7 @@ def test_sigint_inside_train_stops_between_steps_and_keeps_the_step_reached(shar
     assert info["checkpoint"].endswith(f"ckpt-{step}")
 
 
-def test_second_sigint_raises_at_once_and_the_handler_is_restored():
+def test_second_sigint_raises_at_once_and_the_handler_is_restored(live_sigint):
     from cytogan_tf.interrupt import stop_on_first_sigint
 
     requests = []
