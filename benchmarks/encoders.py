@@ -86,6 +86,8 @@ VARIANTS = {
                                    "train": {"head_lr": 3e-4}},
     "lsgan-ssl-window-both": {"arch": "lsgan", **WINDOW, "head_features": "both",
                               "readout": "multiscale", "train": {"head_lr": 3e-4}},
+    "lsgan-ssl-window-both-fast": {"arch": "lsgan", **WINDOW, "head_features": "both",
+                                   "readout": "multiscale", "train": {"head_lr": 1e-3}},
     # The head on the multiscale readout at the demo's widths, read out (and curved) there.
     "lsgan-ssl-window-ms": {"arch": "lsgan", **WINDOW, "head_features": "multiscale",
                             "readout": "multiscale", "train": {"head_lr": 3e-4}},
