@@ -88,12 +88,12 @@ VARIANTS = {
                               "readout": "multiscale", "train": {"head_lr": 3e-4}},
     "lsgan-ssl-window-both-fast": {"arch": "lsgan", **WINDOW, "head_features": "both",
                                    "readout": "multiscale", "train": {"head_lr": 1e-3}},
-    # The head on both readouts with views that keep the whole cell (flips, rotations,
-    # shifts): whether the deeper stages keep size and brightness, which the demo needs.
     # The head on both readouts with a cell's two windows of one side (window-paired).
     "lsgan-ssl-window-paired-both": {"arch": "lsgan", **WINDOW, "augment": "window-paired",
                                      "head_features": "both", "readout": "multiscale",
                                      "train": {"head_lr": 3e-4}},
+    # The head on both readouts with views that keep the whole cell (flips, rotations,
+    # shifts): whether the deeper stages keep size and brightness, which the demo needs.
     "lsgan-ssl-diff-both": {"arch": "lsgan", **WINDOW, "augment": "diff", "head_features": "both",
                             "readout": "multiscale", "train": {"head_lr": 3e-4}},
     # The head on the multiscale readout at the demo's widths, read out (and curved) there.

@@ -80,6 +80,7 @@ def main(argv=None):
     args = parse_args(argv)
     tables = Path(args.workdir) / "tables"
     widths = encoders.model_config(args.variant, 64, None)["model"]["widths"]
+    readout_parts = parts(widths)
     results = {}
     for preset in args.presets.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
@@ -89,7 +90,7 @@ def main(argv=None):
                     raise SystemExit(f"{tables}/{stem}-*: not found; run benchmarks/encoders.py "
                                      f"--variants {args.variant} --seeds {seed} first")
                 cells, texture = joined_table(tables, stem)
-                for name, (cols, with_texture) in parts(widths).items():
+                for name, (cols, with_texture) in readout_parts.items():
                     r = encoders.score(cells, columns=(texture if with_texture else []) + cols)
                     results.setdefault((preset, name, kind), []).append((seed, r))
     print(f"{'preset':8s} {'readout part':24s} {'network':9s}  NSC / NSCB / mAP (mean)   NSC per seed")
