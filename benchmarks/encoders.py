@@ -88,6 +88,17 @@ VARIANTS = {
                               "readout": "multiscale", "train": {"head_lr": 3e-4}},
     "lsgan-ssl-window-both-fast": {"arch": "lsgan", **WINDOW, "head_features": "both",
                                    "readout": "multiscale", "train": {"head_lr": 1e-3}},
+    # A head and a loss per readout (head_features "each"): the texture readout and the
+    # multiscale readout must each tell a cell's windows apart, so neither leaves the
+    # task to the other as the one head on both can.
+    "lsgan-ssl-window-each": {"arch": "lsgan", **WINDOW, "head_features": "each",
+                              "readout": "multiscale", "train": {"head_lr": 3e-4}},
+    # Each head its own views (augment "window+shape"): windows for the texture readout's,
+    # blurred whole cells for the multiscale readout's, which must then match a cell by
+    # what survives the blur (outline, nuclei, layout), not by the texture the windows teach.
+    "lsgan-ssl-window-shape": {"arch": "lsgan", "augment": "window+shape", "ssl": "contrastive",
+                               "head_features": "each", "readout": "multiscale",
+                               "train": {"head_lr": 3e-4}},
     # The head on both readouts with a cell's two windows of one side (window-paired).
     "lsgan-ssl-window-paired-both": {"arch": "lsgan", **WINDOW, "augment": "window-paired",
                                      "head_features": "both", "readout": "multiscale",
@@ -150,7 +161,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default="/tmp/cytogan-encoders")
     p.add_argument("--presets", default="demo,texture",
-                   help="synth presets, or texture4x (the texture preset with 4x the fields)")
+                   help="synth presets, or texture4x / demo4x (that preset with 4x the fields)")
     p.add_argument("--variants", default="lsgan,lsgan-ssl", help=f"from {', '.join(VARIANTS)}")
     p.add_argument("--seeds", default="0,1,2", help="training seeds (plates use --data-seed)")
     p.add_argument("--data-seed", type=int, default=0)
@@ -166,8 +177,8 @@ def parse_args(argv=None):
 
 # Benchmark-only plate sets: a synth preset with overrides. texture4x: the texture plates
 # with 8 fields per well instead of 2 (4x the cells, same treatments), to ask whether
-# the data size limits what training adds.
-PLATE_SETS = {"texture4x": ("texture", {"sites": 8})}
+# the data size limits what training adds; demo4x the same for the demo plates.
+PLATE_SETS = {"texture4x": ("texture", {"sites": 8}), "demo4x": ("demo", {"sites": 8})}
 
 
 def make_shards(work: Path, preset: str, crop: int, seed: int, workers: int) -> Path:
