@@ -334,12 +334,11 @@ def main(argv=None):
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     out_path = work / "encoders.json"
-    results = json.loads(out_path.read_text()) if out_path.is_file() else {"rows": []}
+    results = _read_results(out_path)
     done = {(r["preset"], r["variant"], r["seed"], r["features"]) for r in results["rows"]}
 
     def record(row):
-        results["rows"].append(row)
-        out_path.write_text(json.dumps(results, indent=1))
+        results["rows"] = _append_result(out_path, row)["rows"]
         print(f"{row['preset']:8s} {row['variant']:12s} s{row['seed']} {row['features']:28s} "
               f"NSC {row['nsc']:.3f} NSCB {row['nscb']:.3f} mAP {row['map']:.3f}", flush=True)
 
@@ -364,6 +363,25 @@ def main(argv=None):
                         for kind in ("trained", "untrained"):
                             evaluate_encoder(trial, kind, readout, views, done, record)
     summarize(results["rows"])
+
+
+def _read_results(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"rows": []}
+
+
+def _append_result(path: Path, row: dict) -> dict:
+    """Add `row` to the results file under a lock, re-reading it first: benchmarks run
+    side by side in one workdir would otherwise each write back only their own rows."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = _read_results(path)
+        results["rows"].append(row)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(path)  # atomic: an interrupted write leaves the previous file
+    return results
 
 
 @dataclasses.dataclass
