@@ -88,17 +88,6 @@ VARIANTS = {
                               "readout": "multiscale", "train": {"head_lr": 3e-4}},
     "lsgan-ssl-window-both-fast": {"arch": "lsgan", **WINDOW, "head_features": "both",
                                    "readout": "multiscale", "train": {"head_lr": 1e-3}},
-    # A head and a loss per readout (head_features "each"): the texture readout and the
-    # multiscale readout must each tell a cell's windows apart, so neither leaves the
-    # task to the other as the one head on both can.
-    "lsgan-ssl-window-each": {"arch": "lsgan", **WINDOW, "head_features": "each",
-                              "readout": "multiscale", "train": {"head_lr": 3e-4}},
-    # Each head its own views (augment "window+shape"): windows for the texture readout's,
-    # blurred whole cells for the multiscale readout's, which must then match a cell by
-    # what survives the blur (outline, nuclei, layout), not by the texture the windows teach.
-    "lsgan-ssl-window-shape": {"arch": "lsgan", "augment": "window+shape", "ssl": "contrastive",
-                               "head_features": "each", "readout": "multiscale",
-                               "train": {"head_lr": 3e-4}},
     # The head on both readouts with a cell's two windows of one side (window-paired).
     "lsgan-ssl-window-paired-both": {"arch": "lsgan", **WINDOW, "augment": "window-paired",
                                      "head_features": "both", "readout": "multiscale",

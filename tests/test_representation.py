@@ -18,9 +18,8 @@ from cytogan_tf import losses
 from cytogan_tf.errors import ConfigError
 from cytogan_tf.export import export_run, read_export_metadata
 from cytogan_tf.models import build_gan, make_head_optimizer, make_optimizers
-from cytogan_tf.models.augment import (BACKGROUND, blur, channel_gain, diff_augment, dihedral,
-                                      paired_windows, strong_augment, translate, window,
-                                      window_augment, zoom)
+from cytogan_tf.models.augment import (BACKGROUND, channel_gain, diff_augment, dihedral, paired_windows,
+                                      strong_augment, translate, window, window_augment, zoom)
 from cytogan_tf.models.networks import multiscale_dim
 from cytogan_tf.models.second_order import ChannelCorrelation, texture_dim
 from cytogan_tf.models.views import DihedralViews
@@ -132,25 +131,6 @@ def test_paired_windows_give_each_cell_two_windows_of_one_side_at_different_plac
     np.testing.assert_array_equal(b.numpy(), d.numpy())
 
 
-def test_blur_keeps_the_background_and_the_light_but_smooths_the_texture():
-    rng = np.random.default_rng(0)
-    x = np.full([8, 32, 32, 3], BACKGROUND, np.float32)
-    x[:, 8:24, 8:24] = rng.uniform(-1, 1, size=(8, 16, 16, 3))  # a noisy square "cell"
-    out = blur(tf.constant(x), tf.constant([3, 4], tf.int64)).numpy()
-    assert out.shape == x.shape and np.isfinite(out).all()
-    np.testing.assert_allclose(out[:, :2, :2], BACKGROUND, atol=1e-6)  # far background
-    light = lambda a: (a - BACKGROUND).sum(axis=(1, 2, 3))  # noqa: E731
-    np.testing.assert_allclose(light(out), light(x), rtol=1e-3)  # light moved, not lost
-    inside = lambda a: a[:, 12:20, 12:20].std(axis=(1, 2, 3))  # noqa: E731
-    assert (inside(out) <= inside(x) + 1e-6).all() and (inside(out) < 0.8 * inside(x)).any()
-
-
-def test_block_views_need_the_each_head():
-    for extra in ({"ssl": "contrastive", "head_features": "both"}, {"head_features": "each"}):
-        with pytest.raises(ConfigError, match="model.augment.*head_features = \"each\""):
-            build_gan({"arch": "lsgan", **TINY, "augment": "window+shape", **extra})
-
-
 # ------------------------------------------------------------------ contrastive loss
 
 
@@ -180,10 +160,6 @@ def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones(
     ("lsgan", {"readout": "texture", "augment": "window-paired", "ssl": "contrastive",
                "head_features": "texture"}),
     ("wgan", {"readout": "texture", "ssl": "contrastive", "head_features": "both", "n_critic": 1}),
-    ("lsgan", {"readout": "multiscale", "augment": "window", "ssl": "contrastive",
-               "head_features": "each"}),
-    ("wgan", {"readout": "multiscale", "augment": "window+shape", "ssl": "contrastive",
-              "head_features": "each", "n_critic": 1}),
     ("began", {"readout": "texture"}),
     ("bigan", {"readout": "texture"}),
 ])
@@ -204,20 +180,6 @@ def test_option_trains_with_finite_losses_and_moves_its_networks(arch, extra):
     want = {"multiscale": multiscale_dim(TINY["widths"]), "texture": texture_dim(TINY["widths"])}.get(
         extra.get("readout"), TINY["latent_dim"] if arch == "bigan" else TINY["encoder_dim"])
     assert emb.shape == (4, want) and emb.dtype == tf.float32
-
-
-def test_each_readout_gets_a_head_that_reads_only_its_own_columns():
-    gan = build_gan({"arch": "lsgan", **TINY, "readout": "multiscale", "augment": "window",
-                     "ssl": "contrastive", "head_features": "each"}, seed=1)
-    ms, tex = multiscale_dim(TINY["widths"]), texture_dim(TINY["widths"])
-    feats = np.random.default_rng(0).normal(size=(5, ms + tex)).astype("float32")
-    proj = gan.ssl_head(feats).numpy()
-    assert proj.shape == (5, 2, 128)
-    changed = feats.copy()
-    changed[:, ms:] = 0.0  # the texture block only
-    moved = gan.ssl_head(changed).numpy()
-    np.testing.assert_allclose(moved[:, 0], proj[:, 0], rtol=1e-6)
-    assert not np.allclose(moved[:, 1], proj[:, 1])
 
 
 def test_texture_readout_is_each_images_channel_correlations_and_spreads():
