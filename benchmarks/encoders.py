@@ -88,12 +88,6 @@ VARIANTS = {
                               "readout": "multiscale", "train": {"head_lr": 3e-4}},
     "lsgan-ssl-window-both-fast": {"arch": "lsgan", **WINDOW, "head_features": "both",
                                    "readout": "multiscale", "train": {"head_lr": 1e-3}},
-    # The head on both readouts, and real cells with their quadrants shuffled as extra
-    # fakes (Negative Data Augmentation): D must see a broken outline and layout, which
-    # the deeper stages' features then carry (the one MOA every readout misses on 4x cells).
-    "lsgan-ssl-window-both-nda": {"arch": "lsgan", **WINDOW, "head_features": "both",
-                                  "readout": "multiscale", "negatives": "jigsaw",
-                                  "train": {"head_lr": 3e-4}},
     # The head on both readouts with a cell's two windows of one side (window-paired).
     "lsgan-ssl-window-paired-both": {"arch": "lsgan", **WINDOW, "augment": "window-paired",
                                      "head_features": "both", "readout": "multiscale",

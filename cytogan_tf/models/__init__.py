@@ -25,8 +25,8 @@ _WEAK_KEYS = {"weak_labels", "weak_weight", "n_classes"}
 # Which of D's pooled features the heads train on (networks.HEAD_FEATURES).
 _D_HEAD_KEYS = _SSL_KEYS | _WEAK_KEYS | {"head_features"}
 _ARCH_KEYS = {
-    "dcgan": _D_HEAD_KEYS | {"negatives"},
-    "lsgan": _D_HEAD_KEYS | {"negatives"},
+    "dcgan": _D_HEAD_KEYS,
+    "lsgan": _D_HEAD_KEYS,
     "wgan": {"n_critic", "gp_weight", "critic_norm"} | _D_HEAD_KEYS,
     "began": {"gamma", "lambda_k", "k_init"},
     "bigan": set(),
@@ -110,11 +110,6 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     _check(augment in AUGMENTS, f"model.augment: {augment!r} must be one of {', '.join(AUGMENTS)}")
     ssl = cfg.get("ssl", "none")
     _check(ssl in ("none", "contrastive"), f"model.ssl: {ssl!r} must be 'none' or 'contrastive'")
-    from .augment import NEGATIVES
-
-    negatives = cfg.get("negatives", "none")
-    _check(negatives in NEGATIVES,
-           f"model.negatives: {negatives!r} must be one of {', '.join(NEGATIVES)}")
     weight = cfg.get("ssl_weight", 1.0)
     _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0,
            f"model.ssl_weight: {weight!r} must be a non-negative number")

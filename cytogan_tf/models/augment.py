@@ -139,29 +139,6 @@ def paired_windows(images, seed):
             window(dihedral(images, s[3]), s[4], side=side))
 
 
-def jigsaw(images, seed):
-    """Each image's four quadrants in one of the 23 other orders (Negative Data
-    Augmentation, Sinha et al. 2021): cells whose outline and layout are broken, which D
-    learns to call fake, so its features must carry global structure, not texture alone."""
-    import itertools
-
-    size = images.shape[1]
-    half = size // 2
-    orders = tf.constant([p for p in itertools.permutations(range(4)) if p != (0, 1, 2, 3)],
-                         tf.int32)
-    batch = tf.shape(images)[0]
-    pick = tf.random.stateless_uniform([batch], seed=seed, maxval=orders.shape[0], dtype=tf.int32)
-    quads = tf.stack([images[:, :half, :half], images[:, :half, half:],
-                      images[:, half:, :half], images[:, half:, half:]], axis=1)
-    quads = tf.gather(quads, tf.gather(orders, pick), axis=1, batch_dims=1)
-    top = tf.concat([quads[:, 0], quads[:, 1]], axis=2)
-    bottom = tf.concat([quads[:, 2], quads[:, 3]], axis=2)
-    return tf.concat([top, bottom], axis=1)
-
-
-NEGATIVES = ("none", "jigsaw")
-
-
 # One view per call; the fake batch and the adversarial view of the real batch use these.
 POLICIES = {"diff": diff_augment, "strong": strong_augment, "window": window_augment,
             "window-paired": window_augment}

@@ -49,7 +49,6 @@ class BaseGAN(keras.Model):
         weak_labels: str = "none",
         weak_weight: float = 1.0,
         n_classes: int = 0,
-        negatives: str = "none",
     ):
         super().__init__(name=name or arch)
         self.generator = generator
@@ -70,7 +69,6 @@ class BaseGAN(keras.Model):
         self.trunk = trunk
         self.augment = augment
         self.ssl = ssl
-        self.negatives = negatives  # augment.jigsaw: real cells D must call fake
         self.ssl_weight = float(ssl_weight)
         self.ssl_temperature = float(ssl_temperature)
         self.ssl_head = None

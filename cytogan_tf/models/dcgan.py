@@ -38,12 +38,7 @@ class DCGAN(BaseGAN):
     def _train_step(self, real, labels=None):
         def losses_of(real, fake):
             real_logits, fake_logits, extra = self._discriminate(real, fake, labels)
-            d_fake = fake_logits
-            if self.negatives == "jigsaw":
-                from .augment import jigsaw
-                shuffled = self._augmented(jigsaw(real, self._stateless_seed()))
-                d_fake = tf.concat([fake_logits, self.discriminator(shuffled, training=True)], 0)
-            d_loss = self.d_loss_fn(real_logits, d_fake) + self._representation_loss(extra)
+            d_loss = self.d_loss_fn(real_logits, fake_logits) + self._representation_loss(extra)
             return d_loss, self.g_loss_fn(fake_logits), extra
 
         def g_loss_of(fake):
