@@ -88,6 +88,12 @@ VARIANTS = {
                               "readout": "multiscale", "train": {"head_lr": 3e-4}},
     "lsgan-ssl-window-both-fast": {"arch": "lsgan", **WINDOW, "head_features": "both",
                                    "readout": "multiscale", "train": {"head_lr": 1e-3}},
+    # Each head its own views: windows for the texture readout's, and for the multiscale
+    # readout's a cell against its own flat-coloured silhouette, so that D's deeper
+    # stages must carry the outline's shape (the MOA every readout misses on 4x cells).
+    "lsgan-ssl-window-silhouette": {"arch": "lsgan", "augment": "window+shape",
+                                    "ssl": "contrastive", "head_features": "each",
+                                    "readout": "multiscale", "train": {"head_lr": 3e-4}},
     # The head on both readouts with a cell's two windows of one side (window-paired).
     "lsgan-ssl-window-paired-both": {"arch": "lsgan", **WINDOW, "augment": "window-paired",
                                      "head_features": "both", "readout": "multiscale",

@@ -110,6 +110,11 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     _check(augment in AUGMENTS, f"model.augment: {augment!r} must be one of {', '.join(AUGMENTS)}")
     ssl = cfg.get("ssl", "none")
     _check(ssl in ("none", "contrastive"), f"model.ssl: {ssl!r} must be 'none' or 'contrastive'")
+    from .augment import BLOCK_VIEWS
+
+    _check(augment not in BLOCK_VIEWS or (ssl == "contrastive" and head == "each"),
+           f"model.augment: {augment!r} gives each readout's contrastive head its own views; "
+           f"it needs ssl = \"contrastive\" and head_features = \"each\"")
     weight = cfg.get("ssl_weight", 1.0)
     _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0,
            f"model.ssl_weight: {weight!r} must be a non-negative number")

@@ -49,6 +49,7 @@ class BaseGAN(keras.Model):
         weak_labels: str = "none",
         weak_weight: float = 1.0,
         n_classes: int = 0,
+        head_blocks=None,
     ):
         super().__init__(name=name or arch)
         self.generator = generator
@@ -76,7 +77,12 @@ class BaseGAN(keras.Model):
             from .ssl_head import build_projection_head
             if trunk is None:
                 raise ValueError(f"{arch}: the contrastive head needs a discriminator trunk")
-            self.ssl_head = build_projection_head(int(trunk.outputs[1].shape[-1]))
+            # `head_blocks` (networks.head_blocks): a head and a loss per feature block.
+            if head_blocks:
+                from .ssl_head import build_block_projection_heads
+                self.ssl_head = build_block_projection_heads(head_blocks)
+            else:
+                self.ssl_head = build_projection_head(int(trunk.outputs[1].shape[-1]))
         # Weak supervision (models/class_head.py): a linear treatment classifier on the
         # same pooled features, trained with the discriminator on real cells.
         self.weak_labels = weak_labels
@@ -293,8 +299,10 @@ class BaseGAN(keras.Model):
         "ssl_loss" with a contrastive head (a second augmented view of the real batch
         then joins the pass) and "class_loss" with weak labels. Add them to D's loss
         with `_representation_loss`."""
-        from .augment import PAIRED
+        from .augment import BLOCK_VIEWS, PAIRED
 
+        if self.ssl_head is not None and self.augment in BLOCK_VIEWS:
+            return self._discriminate_block_views(real, fake, labels)
         if self.ssl_head is not None and self.augment in PAIRED:
             # The policy draws the real batch's two views together (same window side).
             real_a, real_b = PAIRED[self.augment](real, self._stateless_seed())
@@ -315,7 +323,42 @@ class BaseGAN(keras.Model):
         if self.ssl_head is not None:
             proj = self.ssl_head(tf.concat(real_feats, axis=0), training=True)
             proj_a, proj_b = tf.split(proj, 2, axis=0)
-            extra["ssl_loss"] = losses.contrastive_loss(proj_a, proj_b, self.ssl_temperature)
+            if len(proj.shape) == 3:  # one projection per feature block: their mean loss
+                extra["ssl_loss"] = tf.add_n([
+                    losses.contrastive_loss(proj_a[:, k], proj_b[:, k], self.ssl_temperature)
+                    for k in range(proj.shape[1])]) / proj.shape[1]
+            else:
+                extra["ssl_loss"] = losses.contrastive_loss(proj_a, proj_b, self.ssl_temperature)
+        if self.class_head is not None:
+            class_logits = self.class_head(tf.concat(real_feats, axis=0), training=True)
+            extra["class_loss"] = losses.classification_loss(
+                class_logits, tf.tile(labels, [len(real_feats)]))
+        return logits[0], logits[1], extra
+
+    def _discriminate_block_views(self, real, fake, labels=None):
+        """`_discriminate` where each feature block's head has its own view policy
+        (augment.BLOCK_VIEWS): one pass of D over the fakes and every block's two views
+        of the real batch; the last block's first view is D's adversarial real view."""
+        from .. import losses
+        from .augment import BLOCK_VIEWS
+
+        pairs = [views(real, self._stateless_seed()) for views in BLOCK_VIEWS[self.augment]]
+        real_views = [v for pair in pairs[-1:] + pairs[:-1] for v in pair]  # adversarial first
+        fake_a = self._augmented(fake)
+        logits, pooled = self.trunk(tf.concat([real_views[0], fake_a] + real_views[1:], axis=0),
+                                    training=True)
+        logits, pooled = tf.split(logits, 2 + len(pairs) * 2 - 1, axis=0), tf.split(
+            pooled, 2 + len(pairs) * 2 - 1, axis=0)
+        real_feats = [pooled[0]] + pooled[2:]  # in real_views' order
+        proj = self.ssl_head(tf.concat(real_feats, axis=0), training=True)
+        proj = tf.split(proj, len(real_feats), axis=0)
+        n_blocks = len(pairs)
+        terms = []
+        for k in range(n_blocks):  # block k's pair sits at (2j, 2j + 1) of real_views
+            j = (k + 1) % n_blocks
+            terms.append(losses.contrastive_loss(proj[2 * j][:, k], proj[2 * j + 1][:, k],
+                                                 self.ssl_temperature))
+        extra = {"ssl_loss": tf.add_n(terms) / n_blocks}
         if self.class_head is not None:
             class_logits = self.class_head(tf.concat(real_feats, axis=0), training=True)
             extra["class_loss"] = losses.classification_loss(

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from .. import losses
 from .base import BaseGAN
-from .networks import build_discriminator_with_encoder, build_generator
+from .networks import build_discriminator_with_encoder, build_generator, head_blocks
 
 
 class DCGAN(BaseGAN):
@@ -33,6 +33,7 @@ class DCGAN(BaseGAN):
                                                             head_features=head_features, views=views)
         return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
                    encoder_dim=encoder_dim, seed=seed, update=update, trunk=trunk,
+                   head_blocks=head_blocks(widths, head_features),
                    **representation)
 
     def _train_step(self, real, labels=None):

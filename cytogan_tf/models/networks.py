@@ -164,7 +164,7 @@ def build_discriminator_with_encoder(image_size, widths, encoder_dim, *, norm="b
 
 
 READOUTS = ("hidden", "multiscale", "texture")
-HEAD_FEATURES = ("multiscale", "texture", "both")
+HEAD_FEATURES = ("multiscale", "texture", "both", "each")
 
 
 def _head_features(stages, pooled, which):
@@ -175,8 +175,8 @@ def _head_features(stages, pooled, which):
     texture = texture_pool(stages, prefix="d_head")
     if which == "texture":
         return texture
-    if which == "both":
-        return layers.Concatenate(dtype="float32", name="d_head_both")([pooled, texture])
+    if which in ("both", "each"):  # "each": one head per block (ssl_head.head_blocks)
+        return layers.Concatenate(dtype="float32", name=f"d_head_{which}")([pooled, texture])
     raise ValueError(f"unknown head features {which!r}; valid: {', '.join(HEAD_FEATURES)}")
 
 
@@ -218,6 +218,16 @@ def multiscale_pool(stages, *, prefix):
 
 def multiscale_dim(widths) -> int:
     return 2 * sum(int(w) for w in widths)
+
+
+def head_blocks(widths, head_features):
+    """The widths of the blocks the heads' features join, in column order, where each
+    block gets a contrastive head of its own (head_features "each"); None otherwise."""
+    if head_features != "each":
+        return None
+    from .second_order import texture_dim
+
+    return (multiscale_dim(widths), texture_dim(widths))
 
 
 def build_autoencoder(image_size, widths, encoder_dim, *, readout="hidden", views="single"):

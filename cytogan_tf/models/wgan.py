@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from .. import losses
 from .base import BaseGAN
-from .networks import build_discriminator_with_encoder, build_generator
+from .networks import build_discriminator_with_encoder, build_generator, head_blocks
 
 
 class WGANGP(BaseGAN):
@@ -35,7 +35,8 @@ class WGANGP(BaseGAN):
                                                             norm=critic_norm, readout=readout,
                                                             head_features=head_features, views=views)
         return cls(gen, disc, enc, latent_dim=latent_dim, image_size=image_size, arch=arch,
-                   encoder_dim=encoder_dim, seed=seed, update=update, trunk=trunk, **options)
+                   encoder_dim=encoder_dim, seed=seed, update=update, trunk=trunk,
+                   head_blocks=head_blocks(widths, head_features), **options)
 
     def _critic_losses(self, real, fake, labels):
         real_scores, fake_scores, extra = self._discriminate(real, fake, labels)
