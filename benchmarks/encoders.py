@@ -91,7 +91,7 @@ VARIANTS = {
     # Each head its own views: windows for the texture readout's, and for the multiscale
     # readout's a cell against its own flat-coloured silhouette, so that D's deeper
     # stages must carry the outline's shape (the MOA every readout misses on 4x cells).
-    "lsgan-ssl-window-silhouette": {"arch": "lsgan", "augment": "window+shape",
+    "lsgan-ssl-window-silhouette": {"arch": "lsgan", "augment": "window-silhouette",
                                     "ssl": "contrastive", "head_features": "each",
                                     "readout": "multiscale", "train": {"head_lr": 3e-4}},
     # The head on both readouts with a cell's two windows of one side (window-paired).

@@ -18,8 +18,9 @@ from cytogan_tf import losses
 from cytogan_tf.errors import ConfigError
 from cytogan_tf.export import export_run, read_export_metadata
 from cytogan_tf.models import build_gan, make_head_optimizer, make_optimizers
-from cytogan_tf.models.augment import (BACKGROUND, channel_gain, diff_augment, dihedral, paired_windows,
-                                      strong_augment, translate, window, window_augment, zoom)
+from cytogan_tf.models.augment import (BACKGROUND, cell_and_silhouette, channel_gain, diff_augment,
+                                      dihedral, paired_windows, silhouette, strong_augment,
+                                      translate, window, window_augment, zoom)
 from cytogan_tf.models.networks import multiscale_dim
 from cytogan_tf.models.second_order import ChannelCorrelation, texture_dim
 from cytogan_tf.models.views import DihedralViews
@@ -131,6 +132,46 @@ def test_paired_windows_give_each_cell_two_windows_of_one_side_at_different_plac
     np.testing.assert_array_equal(b.numpy(), d.numpy())
 
 
+def test_silhouette_paints_each_cells_foreground_one_flat_colour_per_stain():
+    rng = np.random.default_rng(0)
+    x = np.full([6, 16, 16, 3], BACKGROUND, np.float32)
+    x[:, 4:12, 3:10] = rng.uniform(-0.5, 1, size=(6, 8, 7, 3))  # a textured "cell"
+    out = silhouette(tf.constant(x), tf.constant([5, 6], tf.int64)).numpy()
+    fg = x.max(axis=-1) > BACKGROUND + 0.02
+    assert np.all(out[~fg] == BACKGROUND)
+    for img, mask in zip(out, fg):
+        inside = img[mask]
+        assert np.ptp(inside, axis=0).max() < 1e-6  # flat: the texture is gone
+        assert np.all(inside > BACKGROUND)
+    a, b = cell_and_silhouette(tf.constant(x), tf.constant([5, 6], tf.int64))
+    c, d = cell_and_silhouette(tf.constant(x), tf.constant([5, 6], tf.int64))
+    np.testing.assert_array_equal(a.numpy(), c.numpy())
+    np.testing.assert_array_equal(b.numpy(), d.numpy())
+    # the cell view keeps its texture; its pair is a silhouette of the same cell's outline
+    assert np.unique(np.round(a.numpy()[0], 3)).size > 20
+    assert np.isclose((b.numpy() > BACKGROUND).mean(), (x > BACKGROUND).mean(), atol=1e-6)
+
+
+def test_block_views_need_the_each_head():
+    for extra in ({"ssl": "contrastive", "head_features": "both"}, {"head_features": "each"}):
+        with pytest.raises(ConfigError, match="model.augment.*head_features = \"each\""):
+            build_gan({"arch": "lsgan", **TINY, "augment": "window-silhouette", **extra})
+
+
+def test_each_readout_gets_a_head_that_reads_only_its_own_columns():
+    gan = build_gan({"arch": "lsgan", **TINY, "readout": "multiscale", "augment": "window",
+                     "ssl": "contrastive", "head_features": "each"}, seed=1)
+    ms, tex = multiscale_dim(TINY["widths"]), texture_dim(TINY["widths"])
+    feats = np.random.default_rng(0).normal(size=(5, ms + tex)).astype("float32")
+    proj = gan.ssl_head(feats).numpy()
+    assert proj.shape == (5, 2, 128)
+    changed = feats.copy()
+    changed[:, ms:] = 0.0  # the texture block only
+    moved = gan.ssl_head(changed).numpy()
+    np.testing.assert_allclose(moved[:, 0], proj[:, 0], rtol=1e-6)
+    assert not np.allclose(moved[:, 1], proj[:, 1])
+
+
 # ------------------------------------------------------------------ contrastive loss
 
 
@@ -160,6 +201,12 @@ def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones(
     ("lsgan", {"readout": "texture", "augment": "window-paired", "ssl": "contrastive",
                "head_features": "texture"}),
     ("wgan", {"readout": "texture", "ssl": "contrastive", "head_features": "both", "n_critic": 1}),
+    ("lsgan", {"readout": "multiscale", "augment": "window", "ssl": "contrastive",
+               "head_features": "each"}),
+    ("lsgan", {"readout": "multiscale", "augment": "window-silhouette", "ssl": "contrastive",
+               "head_features": "each"}),
+    ("wgan", {"readout": "texture", "augment": "window-silhouette", "ssl": "contrastive",
+              "head_features": "each", "n_critic": 1}),
     ("began", {"readout": "texture"}),
     ("bigan", {"readout": "texture"}),
 ])
@@ -294,6 +341,26 @@ def test_contrastive_run_resumes_its_head_and_exports_both_readouts(shards, tmp_
     served = tf.saved_model.load(str(hidden["encoder"])).signatures["serving_default"](images=x)
     np.testing.assert_allclose(served["embeddings"].numpy(),
                                loaded.gan.encoder(x * 2 - 1, training=False).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_per_readout_heads_resume_their_weights_and_export(shards, tmp_path):
+    run = tmp_path / "run"
+    cfg = _config("lsgan", augment="window-silhouette", ssl="contrastive",
+                  head_features="each", readout="multiscale")
+    kw = dict(precision="float32", seed=2, sample_every=2, checkpoint_every=2, verbose=0)
+    train(cfg, shards, run, steps=2, **kw)
+    result = train(cfg, shards, run, steps=4, resume=True, **kw)
+    assert result.step == 4 and math.isfinite(result.metrics["ssl_loss"])
+    restored = load_run(run).gan.ssl_head.get_weights()
+    fresh = build_gan(cfg["model"], seed=2)
+    fresh.warm_up(np.zeros((1, CROP, CROP, 3), np.float32), np.zeros((1, 8), np.float32))
+    assert any(not np.allclose(a, b) for a, b in zip(restored, fresh.ssl_head.get_weights()))
+    exported = export_run(run, "each", tmp_path / "exported")
+    meta = read_export_metadata(exported["encoder"])
+    assert meta["encoder_dim"] == multiscale_dim(TINY_WIDTHS) and meta["readout"] == "multiscale"
+    served = tf.saved_model.load(str(exported["encoder"])).signatures["serving_default"](
+        images=np.random.default_rng(1).uniform(0, 1, (2, CROP, CROP, 3)).astype(np.float32))
+    assert served["embeddings"].shape == (2, multiscale_dim(TINY_WIDTHS))
 
 
 def test_views_are_exported_and_served_orientation_free(shards, tmp_path):

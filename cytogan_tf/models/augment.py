@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-AUGMENTS = ("none", "diff", "strong", "window", "window-paired", "window+shape")
+AUGMENTS = ("none", "diff", "strong", "window", "window-paired", "window-silhouette")
 BACKGROUND = -1.0  # black in the networks' [-1, 1] pixel scale
 
 
@@ -139,43 +139,6 @@ def paired_windows(images, seed):
             window(dihedral(images, s[3]), s[4], side=side))
 
 
-BLUR_SIGMA = 2.0  # pixels: above the texture's grain (1-2 px), below a nucleus (8-12 px)
-
-
-def _gaussian_kernel(sigma, dtype):
-    radius = int(3 * sigma)
-    x = tf.range(-radius, radius + 1, dtype=tf.float32)
-    k = tf.exp(-0.5 * (x / sigma) ** 2)
-    return tf.cast(k / tf.reduce_sum(k), dtype)
-
-
-def blur(images, seed, sigma=BLUR_SIGMA):
-    """Each image blended with its Gaussian blur by its own random amount in [0, 1]
-    (background stays black): the cell's outline, nuclei and layout survive, its fine
-    texture does not."""
-    dtype = images.dtype
-    k = _gaussian_kernel(sigma, dtype)
-    channels = images.shape[-1]
-    unit = images - tf.cast(BACKGROUND, dtype)  # background 0, so padding adds no light
-    rows = tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, channels, 1])
-    cols = tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, channels, 1])
-    smooth = tf.nn.depthwise_conv2d(unit, rows, [1, 1, 1, 1], "SAME")
-    smooth = tf.nn.depthwise_conv2d(smooth, cols, [1, 1, 1, 1], "SAME")
-    amount = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed=seed, dtype=dtype)
-    return unit + amount * (smooth - unit) + tf.cast(BACKGROUND, dtype)
-
-
-def shape_augment(images, seed):
-    """Whole-cell views for the multiscale readout's head under "window+shape": "diff",
-    then `blur`. Two views of a cell differ in fine texture (which the window views'
-    head already learns), so matching them asks for outline, size and arrangement."""
-    s = _split(seed, 2)
-    return blur(diff_augment(images, s[0]), s[1])
-
-
-# One view per call; the fake batch and the adversarial view of the real batch use these.
-POLICIES = {"diff": diff_augment, "strong": strong_augment, "window": window_augment,
-            "window-paired": window_augment, "window+shape": window_augment}
 def silhouette(images, seed):
     """Each cell's foreground painted in one flat random colour per stain: its outline and
     nothing else (not differentiable; used on real cells only)."""
@@ -187,6 +150,7 @@ def silhouette(images, seed):
 
 
 def _pair(policy):
+    """A view-pair policy of two independent draws of a one-view policy."""
     def views(images, seed):
         s = _split(seed, 2)
         return policy(images, s[0]), policy(images, s[1])
@@ -200,8 +164,11 @@ def cell_and_silhouette(images, seed):
     return diff_augment(images, s[0]), silhouette(diff_augment(images, s[1]), s[2])
 
 
+# One view per call; the fake batch and the adversarial view of the real batch use these.
+POLICIES = {"diff": diff_augment, "strong": strong_augment, "window": window_augment,
+            "window-paired": window_augment, "window-silhouette": window_augment}
 # Policies whose contrastive views differ per feature block of head_features "each": the
 # view-pair policy of each block, in networks.head_blocks' order (multiscale, texture).
-BLOCK_VIEWS = {"window+shape": (cell_and_silhouette, _pair(window_augment))}
+BLOCK_VIEWS = {"window-silhouette": (cell_and_silhouette, _pair(window_augment))}
 # Policies whose contrastive views are drawn together, as a pair of the same cells.
 PAIRED = {"window-paired": paired_windows}
