@@ -309,18 +309,23 @@ def _config(arch, **model):
     return cfg
 
 
-def test_contrastive_run_resumes_its_head_and_exports_both_readouts(shards, tmp_path):
-    run = tmp_path / "run"
-    cfg = _config("lsgan", augment="diff", ssl="contrastive", readout="multiscale")
+def _train_resume_and_check_the_head(cfg, shards, run):
+    """Train 2 steps, resume to 4, and check the contrastive head is checkpointed: a
+    restore gets its trained weights, not fresh ones."""
     kw = dict(precision="float32", seed=2, sample_every=2, checkpoint_every=2, verbose=0)
     train(cfg, shards, run, steps=2, **kw)
     result = train(cfg, shards, run, steps=4, resume=True, **kw)
     assert result.step == 4 and math.isfinite(result.metrics["ssl_loss"])
-    # the head is checkpointed: a restore gets its trained weights, not fresh ones
     restored = load_run(run).gan.ssl_head.get_weights()
     fresh = build_gan(cfg["model"], seed=2)
     fresh.warm_up(np.zeros((1, CROP, CROP, 3), np.float32), np.zeros((1, 8), np.float32))
     assert any(not np.allclose(a, b) for a, b in zip(restored, fresh.ssl_head.get_weights()))
+
+
+def test_contrastive_run_resumes_its_head_and_exports_both_readouts(shards, tmp_path):
+    run = tmp_path / "run"
+    cfg = _config("lsgan", augment="diff", ssl="contrastive", readout="multiscale")
+    _train_resume_and_check_the_head(cfg, shards, run)
 
     base = tmp_path / "exported"
     multi = export_run(run, "multi", base)
@@ -347,14 +352,7 @@ def test_per_readout_heads_resume_their_weights_and_export(shards, tmp_path):
     run = tmp_path / "run"
     cfg = _config("lsgan", augment="window-silhouette", ssl="contrastive",
                   head_features="each", readout="multiscale")
-    kw = dict(precision="float32", seed=2, sample_every=2, checkpoint_every=2, verbose=0)
-    train(cfg, shards, run, steps=2, **kw)
-    result = train(cfg, shards, run, steps=4, resume=True, **kw)
-    assert result.step == 4 and math.isfinite(result.metrics["ssl_loss"])
-    restored = load_run(run).gan.ssl_head.get_weights()
-    fresh = build_gan(cfg["model"], seed=2)
-    fresh.warm_up(np.zeros((1, CROP, CROP, 3), np.float32), np.zeros((1, 8), np.float32))
-    assert any(not np.allclose(a, b) for a, b in zip(restored, fresh.ssl_head.get_weights()))
+    _train_resume_and_check_the_head(cfg, shards, run)
     exported = export_run(run, "each", tmp_path / "exported")
     meta = read_export_metadata(exported["encoder"])
     assert meta["encoder_dim"] == multiscale_dim(TINY_WIDTHS) and meta["readout"] == "multiscale"

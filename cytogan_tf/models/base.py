@@ -314,56 +314,58 @@ class BaseGAN(keras.Model):
             out = self.discriminator(tf.concat([real_a, fake_a], axis=0), training=True)
             real_out, fake_out = tf.split(out, 2, axis=0)
             return real_out, fake_out, {}
-        from .. import losses
         views = [real_a, fake_a] + ([real_b] if real_b is not None else [])
-        logits, pooled = self.trunk(tf.concat(views, axis=0), training=True)
-        logits, pooled = tf.split(logits, len(views), axis=0), tf.split(pooled, len(views), axis=0)
+        logits, pooled = self._trunk_views(views)
         real_feats = [pooled[0]] + pooled[2:]  # every real view, fakes left out
         extra = {}
         if self.ssl_head is not None:
             proj = self.ssl_head(tf.concat(real_feats, axis=0), training=True)
             proj_a, proj_b = tf.split(proj, 2, axis=0)
-            if len(proj.shape) == 3:  # one projection per feature block: their mean loss
-                extra["ssl_loss"] = tf.add_n([
-                    losses.contrastive_loss(proj_a[:, k], proj_b[:, k], self.ssl_temperature)
-                    for k in range(proj.shape[1])]) / proj.shape[1]
+            if len(proj.shape) == 3:  # one projection per feature block
+                extra["ssl_loss"] = self._mean_contrastive(
+                    [(proj_a[:, k], proj_b[:, k]) for k in range(proj.shape[1])])
             else:
-                extra["ssl_loss"] = losses.contrastive_loss(proj_a, proj_b, self.ssl_temperature)
+                extra["ssl_loss"] = self._mean_contrastive([(proj_a, proj_b)])
         if self.class_head is not None:
-            class_logits = self.class_head(tf.concat(real_feats, axis=0), training=True)
-            extra["class_loss"] = losses.classification_loss(
-                class_logits, tf.tile(labels, [len(real_feats)]))
+            extra["class_loss"] = self._class_loss(real_feats, labels)
         return logits[0], logits[1], extra
 
     def _discriminate_block_views(self, real, fake, labels=None):
         """`_discriminate` where each feature block's head has its own view policy
-        (augment.BLOCK_VIEWS): one pass of D over the fakes and every block's two views
-        of the real batch; the last block's first view is D's adversarial real view."""
-        from .. import losses
+        (augment.BLOCK_VIEWS): one pass of D over every block's two views of the real
+        batch and the fakes; the last block's first view is D's adversarial real view."""
         from .augment import BLOCK_VIEWS
 
         pairs = [views(real, self._stateless_seed()) for views in BLOCK_VIEWS[self.augment]]
-        real_views = [v for pair in pairs[-1:] + pairs[:-1] for v in pair]  # adversarial first
-        fake_a = self._augmented(fake)
-        logits, pooled = self.trunk(tf.concat([real_views[0], fake_a] + real_views[1:], axis=0),
-                                    training=True)
-        logits, pooled = tf.split(logits, 2 + len(pairs) * 2 - 1, axis=0), tf.split(
-            pooled, 2 + len(pairs) * 2 - 1, axis=0)
-        real_feats = [pooled[0]] + pooled[2:]  # in real_views' order
-        proj = self.ssl_head(tf.concat(real_feats, axis=0), training=True)
-        proj = tf.split(proj, len(real_feats), axis=0)
-        n_blocks = len(pairs)
-        terms = []
-        for k in range(n_blocks):  # block k's pair sits at (2j, 2j + 1) of real_views
-            j = (k + 1) % n_blocks
-            terms.append(losses.contrastive_loss(proj[2 * j][:, k], proj[2 * j + 1][:, k],
-                                                 self.ssl_temperature))
-        extra = {"ssl_loss": tf.add_n(terms) / n_blocks}
+        real_views = [v for pair in pairs for v in pair]  # block k's pair at 2k, 2k + 1
+        logits, pooled = self._trunk_views(real_views + [self._augmented(fake)])
+        real_feats = pooled[:-1]
+        proj = tf.split(self.ssl_head(tf.concat(real_feats, axis=0), training=True),
+                        len(real_feats), axis=0)
+        extra = {"ssl_loss": self._mean_contrastive(
+            [(proj[2 * k][:, k], proj[2 * k + 1][:, k]) for k in range(len(pairs))])}
         if self.class_head is not None:
-            class_logits = self.class_head(tf.concat(real_feats, axis=0), training=True)
-            extra["class_loss"] = losses.classification_loss(
-                class_logits, tf.tile(labels, [len(real_feats)]))
-        return logits[0], logits[1], extra
+            extra["class_loss"] = self._class_loss(real_feats, labels)
+        return logits[2 * len(pairs) - 2], logits[-1], extra
+
+    def _trunk_views(self, views):
+        """One pass of D's trunk over `views` stacked: per view, (logits, pooled features)."""
+        logits, pooled = self.trunk(tf.concat(views, axis=0), training=True)
+        return tf.split(logits, len(views), axis=0), tf.split(pooled, len(views), axis=0)
+
+    def _mean_contrastive(self, projection_pairs):
+        """The mean contrastive loss of (view a, view b) projection pairs."""
+        from .. import losses
+
+        terms = [losses.contrastive_loss(a, b, self.ssl_temperature) for a, b in projection_pairs]
+        return terms[0] if len(terms) == 1 else tf.add_n(terms) / len(terms)
+
+    def _class_loss(self, real_feats, labels):
+        """The weak-label loss of every real view's features (the labels repeat per view)."""
+        from .. import losses
+
+        class_logits = self.class_head(tf.concat(real_feats, axis=0), training=True)
+        return losses.classification_loss(class_logits, tf.tile(labels, [len(real_feats)]))
 
     def _representation_loss(self, extra: dict):
         """What `_discriminate`'s representation losses add to D's loss: their weighted
