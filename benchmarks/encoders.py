@@ -144,6 +144,10 @@ VARIANTS = {
     "wgan-ssl": {"arch": "wgan", **SSL},
     "bigan": {"arch": "bigan", "augment": "none"},
     "bigan-aug": {"arch": "bigan", "augment": "diff"},
+    # ALICE's cycle term: G(E(x)) must reconstruct x (L1), weighted 1 or 10 against the
+    # pair game, so E learns from every pixel of every real cell.
+    "bigan-recon": {"arch": "bigan", "augment": "none", "recon_weight": 1.0},
+    "bigan-recon10": {"arch": "bigan", "augment": "none", "recon_weight": 10.0},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")

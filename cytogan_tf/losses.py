@@ -114,6 +114,12 @@ def began_convergence(real_recon_loss, fake_recon_loss, gamma):
     return real_recon_loss + tf.abs(gamma * real_recon_loss - fake_recon_loss)
 
 
+# --- ALICE (Li et al. 2017): BiGAN/ALI with an explicit cycle term -----------------
+# The cycle term is mean |x - G(E(x))|, the same L1 as BEGAN's autoencoder loss: it makes a
+# bidirectional GAN's encoder keep what identifies a cell, not only what D checks.
+cycle_reconstruction_loss = began_reconstruction_loss
+
+
 # --- contrastive self-supervision (SimCLR's NT-Xent, as ContraD trains D with it) ------
 def contrastive_loss(view_a, view_b, temperature=0.2):
     """NT-Xent over two views of one batch: row i of `view_a` must pick row i of

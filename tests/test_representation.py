@@ -194,6 +194,7 @@ def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones(
     ("began", {"readout": "multiscale"}),
     ("bigan", {"augment": "diff"}),
     ("bigan", {"readout": "multiscale"}),
+    ("bigan", {"readout": "multiscale", "recon_weight": 2.0, "views": "dihedral"}),
     ("lsgan", {"readout": "texture", "augment": "strong", "ssl": "contrastive",
                "head_features": "texture"}),
     ("lsgan", {"readout": "texture", "augment": "window", "ssl": "contrastive",
@@ -251,6 +252,37 @@ def test_bigan_encoder_maps_cells_to_latents_and_back_to_images():
     z = gan.encode(_images(3))
     assert z.shape == (3, TINY["latent_dim"]) and np.isfinite(z.numpy()).all()
     assert gan.generate(z).shape == (3, 32, 32, 3)
+
+
+def _discs(n=4):
+    """Cells a small autoencoder can learn: a bright disc of its own size on background."""
+    yy, xx = np.mgrid[:32, :32]
+    radii = np.linspace(5, 12, n)
+    cells = [np.where(((yy - 16) ** 2 + (xx - 16) ** 2 < r * r)[..., None], 0.6, -1.0) for r in radii]
+    return tf.constant(np.repeat(np.stack(cells), 3, axis=-1).astype("float32"))
+
+
+def test_bigan_cycle_term_teaches_the_encoder_to_reconstruct_cells():
+    x = _discs()
+    gan = build_gan({"arch": "bigan", **TINY, "recon_weight": 5.0}, seed=0)
+    gan.compile(*make_optimizers(OPT))
+    logs = [{k: float(v) for k, v in gan.train_step(x).items()} for _ in range(40)]
+    assert all(math.isfinite(v) for step in logs for v in step.values())
+    first, last = logs[0]["recon_loss"], logs[-1]["recon_loss"]  # trackers: running means
+    assert last < 0.8 * first, (first, last)  # G(E(x)) moved towards x
+    assert gan.generate(gan.encode(x)).shape == x.shape
+    plain = build_gan({"arch": "bigan", **TINY}, seed=0)
+    plain.compile(*make_optimizers(OPT))
+    assert "recon_loss" not in plain.train_step(x)
+
+
+@pytest.mark.parametrize("arch,value,message", [
+    ("bigan", -1.0, "model.recon_weight"), ("bigan", True, "model.recon_weight"),
+    ("lsgan", 1.0, "unknown key"),
+])
+def test_recon_weight_is_a_bigan_option_and_not_negative(arch, value, message):
+    with pytest.raises(ConfigError, match=message):
+        build_gan({"arch": arch, **TINY, "recon_weight": value})
 
 
 def _turned(x):
@@ -402,9 +434,10 @@ print("REPORT" + json.dumps(out))
 """
 
 
-def test_bigan_export_has_an_encode_signature_for_a_fresh_client(shards, tmp_path):
+@pytest.mark.parametrize("recon_weight", [0.0, 1.0])
+def test_bigan_export_has_an_encode_signature_for_a_fresh_client(shards, tmp_path, recon_weight):
     run = tmp_path / "bigan"
-    train(_config("bigan"), shards, run, steps=2, precision="float32", seed=0, sample_every=2,
+    train(_config("bigan", recon_weight=recon_weight), shards, run, steps=2, precision="float32", seed=0, sample_every=2,
           checkpoint_every=2, verbose=0)
     result = export_run(run, "bi", tmp_path / "exported")
     meta = read_export_metadata(result["encoder"])

@@ -29,7 +29,7 @@ _ARCH_KEYS = {
     "lsgan": _D_HEAD_KEYS,
     "wgan": {"n_critic", "gp_weight", "critic_norm"} | _D_HEAD_KEYS,
     "began": {"gamma", "lambda_k", "k_init"},
-    "bigan": set(),
+    "bigan": {"recon_weight"},
 }
 DEFAULT_WIDTHS = [256, 128, 64, 32]
 
@@ -72,6 +72,10 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
         _check(cfg.get("critic_norm", "layer") in ("layer", "none"),
                f"model.critic_norm: {cfg.get('critic_norm')!r} must be 'layer' or 'none'")
         _check(int(cfg.get("n_critic", 5)) >= 1, "model.n_critic: must be >= 1")
+    if arch == "bigan":
+        val = cfg.get("recon_weight", 0.0)
+        _check(isinstance(val, (int, float)) and not isinstance(val, bool) and val >= 0,
+               f"model.recon_weight: {val!r} must be a non-negative number (0: plain BiGAN)")
     if arch == "began":
         for key in ("k_init", "gamma", "lambda_k"):  # absent keys take BEGAN's defaults
             if key not in cfg:

@@ -10,6 +10,11 @@ the generator draws from: it is the exported encoder, and G(E(x)) reconstructs a
 
 Losses are the non-saturating DCGAN ones with the pair labels; G and E share the
 generator's optimizer (they are one "generator" of pairs).
+
+`recon_weight` > 0 adds ALICE's explicit cycle term (Li et al. 2017), weight * mean
+|x - G(E(x))|, to G and E's loss. Why: the adversarial pair game alone teaches E nothing
+measurable for profiling at a CPU budget (README, Learned encoders); the cycle term gives
+E a dense per-pixel signal to keep each cell's size, shape, intensity and layout.
 """
 
 from __future__ import annotations
@@ -58,20 +63,23 @@ def build_joint_discriminator(image_size, widths, latent_dim):
 
 
 class BiGAN(BaseGAN):
-    def __init__(self, generator, discriminator, encoder, *, latent_encoder, **kwargs):
+    def __init__(self, generator, discriminator, encoder, *, latent_encoder, recon_weight=0.0, **kwargs):
+        self.recon_weight = float(recon_weight)
+        if self.recon_weight > 0:
+            self.metric_names = self.metric_names + ("recon_loss",)
         super().__init__(generator, discriminator, encoder, **kwargs)
         self.latent_encoder = latent_encoder
 
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch,
-                           readout="hidden", augment="none", views="single"):
+                           readout="hidden", augment="none", views="single", recon_weight=0.0):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         latent_encoder, embed = build_latent_encoder(image_size, widths, latent_dim, readout=readout,
                                                      views=views)
         disc = build_joint_discriminator(image_size, widths, latent_dim)
         return cls(gen, disc, embed, latent_encoder=latent_encoder, latent_dim=latent_dim,
                    image_size=image_size, arch=arch, encoder_dim=int(embed.outputs[0].shape[-1]),
-                   seed=seed, update=update, augment=augment)
+                   seed=seed, update=update, augment=augment, recon_weight=recon_weight)
 
     @property
     def g_variables(self):
@@ -90,22 +98,41 @@ class BiGAN(BaseGAN):
         return self.latent_encoder(images, training=False)
 
     def _pair_logits(self, real, fake, z):
+        """D's logits on (real, E(real)) and (fake, z) pairs, and E(real)."""
         z_real = self.latent_encoder(real, training=True)
         images = self._augmented(tf.concat([real, fake], axis=0))
         latents = tf.concat([tf.cast(z_real, tf.float32), tf.cast(z, tf.float32)], axis=0)
-        return tf.split(self.discriminator([images, latents], training=True), 2, axis=0)
+        real_logits, fake_logits = tf.split(self.discriminator([images, latents], training=True), 2, axis=0)
+        return real_logits, fake_logits, z_real
+
+    def _ge_loss(self, real, real_logits, fake_logits, z_real):
+        """G and E's loss: the pair labels swapped (generated pairs should look real, real
+        pairs fake), plus the weighted cycle term; and the cycle term alone (or None)."""
+        adversarial = losses.dcgan_discriminator_loss(fake_logits, real_logits)
+        if self.recon_weight <= 0:
+            return adversarial, None
+        recon = losses.cycle_reconstruction_loss(real, self.generator(z_real, training=True))
+        return adversarial + self.recon_weight * recon, recon
 
     def _train_step(self, real, labels=None):  # no weak-label option
+        recon_of = {}
+
         def losses_of(real, fake):
-            real_logits, fake_logits = self._pair_logits(real, fake, z)
+            real_logits, fake_logits, z_real = self._pair_logits(real, fake, z)
             d_loss = losses.dcgan_discriminator_loss(real_logits, fake_logits)
-            # G and E swap the labels: generated pairs should look real, real pairs fake.
-            return d_loss, losses.dcgan_discriminator_loss(fake_logits, real_logits), None
+            if self.update != "simultaneous":  # G and E step later, in g_loss_of
+                return d_loss, None, None
+            g_loss, recon_of["step"] = self._ge_loss(real, real_logits, fake_logits, z_real)
+            return d_loss, g_loss, None
 
         def g_loss_of(fake):  # the alternating order's G and E step, after D moved
-            real_logits, fake_logits = self._pair_logits(real, fake, z)
-            return losses.dcgan_discriminator_loss(fake_logits, real_logits)
+            real_logits, fake_logits, z_real = self._pair_logits(real, fake, z)
+            g_loss, recon_of["step"] = self._ge_loss(real, real_logits, fake_logits, z_real)
+            return g_loss
 
         z = self._noise(tf.shape(real)[0])
         d_loss, g_loss, _ = self._adversarial_update(real, z, losses_of, g_loss_of)
-        return {"d_loss": d_loss, "g_loss": g_loss}
+        out = {"d_loss": d_loss, "g_loss": g_loss}
+        if self.recon_weight > 0:
+            out["recon_loss"] = recon_of["step"]
+        return out
