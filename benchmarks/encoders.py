@@ -148,6 +148,11 @@ VARIANTS = {
     # pair game, so E learns from every pixel of every real cell.
     "bigan-recon": {"arch": "bigan", "augment": "none", "recon_weight": 1.0},
     "bigan-recon10": {"arch": "bigan", "augment": "none", "recon_weight": 10.0},
+    # The cycle term on D's image stages (VAE-GAN's learned similarity), not pixels.
+    "bigan-recon-feat": {"arch": "bigan", "augment": "none", "recon_weight": 1.0,
+                         "recon_space": "features"},
+    "bigan-recon-feat10": {"arch": "bigan", "augment": "none", "recon_weight": 10.0,
+                           "recon_space": "features"},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")

@@ -29,7 +29,7 @@ _ARCH_KEYS = {
     "lsgan": _D_HEAD_KEYS,
     "wgan": {"n_critic", "gp_weight", "critic_norm"} | _D_HEAD_KEYS,
     "began": {"gamma", "lambda_k", "k_init"},
-    "bigan": {"recon_weight"},
+    "bigan": {"recon_weight", "recon_space"},
 }
 DEFAULT_WIDTHS = [256, 128, 64, 32]
 
@@ -76,6 +76,9 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
         val = cfg.get("recon_weight", 0.0)
         _check(isinstance(val, (int, float)) and not isinstance(val, bool) and val >= 0,
                f"model.recon_weight: {val!r} must be a non-negative number (0: plain BiGAN)")
+        space = cfg.get("recon_space", "pixels")
+        _check(space in ("pixels", "features"),
+               f"model.recon_space: {space!r} must be 'pixels' or 'features' (D's image stages)")
     if arch == "began":
         for key in ("k_init", "gamma", "lambda_k"):  # absent keys take BEGAN's defaults
             if key not in cfg:

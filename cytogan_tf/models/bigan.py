@@ -43,11 +43,14 @@ def build_latent_encoder(image_size, widths, latent_dim, *, readout="hidden", vi
 
 
 def build_joint_discriminator(image_size, widths, latent_dim):
-    """D: [images, z] -> logits. The image branch is the DCGAN discriminator's conv stack,
-    the latent branch two dense layers; a joint dense layer scores the pair."""
+    """D: [images, z] -> logits, and D's image stages (images -> every stage's activations,
+    the same layers). The image branch is the DCGAN discriminator's conv stack, the latent
+    branch two dense layers; a joint dense layer scores the pair."""
     images = keras.Input((image_size, image_size, 3), name="images")
     z = keras.Input((latent_dim,), name="z")
-    x = downsampling_stages(images, widths, norm="none", act="lrelu", prefix="dx")[-1]
+    stages = downsampling_stages(images, widths, norm="none", act="lrelu", prefix="dx")
+    image_stages = keras.Model(images, stages, name="discriminator_image_stages")
+    x = stages[-1]
     x = layers.Flatten(name="dx_flatten")(x)
     x = layers.Dense(JOINT_WIDTH, name="dx_dense")(x)
     x = layers.LeakyReLU(negative_slope=0.2, name="dx_act")(x)
@@ -59,27 +62,32 @@ def build_joint_discriminator(image_size, widths, latent_dim):
     j = layers.Dense(JOINT_WIDTH, name="dj_dense")(j)
     j = layers.LeakyReLU(negative_slope=0.2, name="dj_act")(j)
     logits = layers.Dense(1, dtype="float32", name="d_logits")(j)
-    return keras.Model([images, z], logits, name="discriminator")
+    return keras.Model([images, z], logits, name="discriminator"), image_stages
 
 
 class BiGAN(BaseGAN):
-    def __init__(self, generator, discriminator, encoder, *, latent_encoder, recon_weight=0.0, **kwargs):
+    def __init__(self, generator, discriminator, encoder, *, latent_encoder, recon_weight=0.0,
+                 recon_space="pixels", image_stages=None, **kwargs):
         self.recon_weight = float(recon_weight)
         if self.recon_weight > 0:
             self.metric_names = self.metric_names + ("recon_loss",)
         super().__init__(generator, discriminator, encoder, **kwargs)
         self.latent_encoder = latent_encoder
+        self.recon_space = recon_space
+        self.image_stages = image_stages  # D's image branch, for recon_space "features"
 
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch,
-                           readout="hidden", augment="none", views="single", recon_weight=0.0):
+                           readout="hidden", augment="none", views="single", recon_weight=0.0,
+                           recon_space="pixels"):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         latent_encoder, embed = build_latent_encoder(image_size, widths, latent_dim, readout=readout,
                                                      views=views)
-        disc = build_joint_discriminator(image_size, widths, latent_dim)
+        disc, image_stages = build_joint_discriminator(image_size, widths, latent_dim)
         return cls(gen, disc, embed, latent_encoder=latent_encoder, latent_dim=latent_dim,
                    image_size=image_size, arch=arch, encoder_dim=int(embed.outputs[0].shape[-1]),
-                   seed=seed, update=update, augment=augment, recon_weight=recon_weight)
+                   seed=seed, update=update, augment=augment, recon_weight=recon_weight,
+                   recon_space=recon_space, image_stages=image_stages)
 
     @property
     def g_variables(self):
@@ -111,8 +119,17 @@ class BiGAN(BaseGAN):
         adversarial = losses.dcgan_discriminator_loss(fake_logits, real_logits)
         if self.recon_weight <= 0:
             return adversarial, None
-        recon = losses.cycle_reconstruction_loss(real, self.generator(z_real, training=True))
+        recon = self._cycle_loss(real, self.generator(z_real, training=True))
         return adversarial + self.recon_weight * recon, recon
+
+    def _cycle_loss(self, real, reconstructed):
+        """The cycle term in pixels, or on D's image stages (the mean of each stage's L1;
+        D is not trained by it: its gradients go to G and E only)."""
+        if self.recon_space == "pixels":
+            return losses.cycle_reconstruction_loss(real, reconstructed)
+        stages = self.image_stages(tf.concat([real, reconstructed], axis=0), training=True)
+        terms = [losses.cycle_reconstruction_loss(*tf.split(s, 2, axis=0)) for s in stages]
+        return tf.add_n(terms) / len(terms)
 
     def _train_step(self, real, labels=None):  # no weak-label option
         recon_of = {}
