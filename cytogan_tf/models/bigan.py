@@ -119,7 +119,11 @@ class BiGAN(BaseGAN):
         adversarial = losses.dcgan_discriminator_loss(fake_logits, real_logits)
         if self.recon_weight <= 0:
             return adversarial, None
-        recon = self._cycle_loss(real, self.generator(z_real, training=True))
+        # G in inference mode: its batch norm then uses the moving statistics of G(z)
+        # batches, as the exported generator does. Under a batch's own statistics G
+        # would learn to reconstruct from differences between E(x) that the exported G
+        # never sees, and every exported reconstruction came out the same.
+        recon = self._cycle_loss(real, self.generator(z_real, training=False))
         return adversarial + self.recon_weight * recon, recon
 
     def _cycle_loss(self, real, reconstructed):
