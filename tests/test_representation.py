@@ -292,6 +292,16 @@ def test_recon_weight_is_a_bigan_option_and_not_negative(arch, value, message):
         build_gan({"arch": arch, **TINY, "recon_weight": value})
 
 
+def test_bigan_config_takes_the_cycle_term_options_from_the_command_line():
+    from cytogan_tf.config import apply_overrides, load_config, parse_set_options
+
+    cfg = apply_overrides(load_config("bigan"), parse_set_options(
+        ["model.recon_weight=2.5", "model.recon_space=features"]))
+    gan = build_gan({**cfg["model"], **TINY}, seed=0)
+    assert (gan.recon_weight, gan.recon_space) == (2.5, "features")
+    assert load_config("bigan")["model"]["recon_weight"] == 0  # plain BiGAN by default
+
+
 def test_recon_space_names_pixels_or_features():
     with pytest.raises(ConfigError, match="model.recon_space"):
         build_gan({"arch": "bigan", **TINY, "recon_weight": 1.0, "recon_space": "gram"})
