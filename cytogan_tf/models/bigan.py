@@ -12,9 +12,9 @@ Losses are the non-saturating DCGAN ones with the pair labels; G and E share the
 generator's optimizer (they are one "generator" of pairs).
 
 `recon_weight` > 0 adds ALICE's explicit cycle term (Li et al. 2017), weight * mean
-|x - G(E(x))|, to G and E's loss. Why: the adversarial pair game alone teaches E nothing
-measurable for profiling at a CPU budget (README, Learned encoders); the cycle term gives
-E a dense per-pixel signal to keep each cell's size, shape, intensity and layout.
+|x - G(E(x))|, to G and E's loss. Why: the adversarial pair game gives E a weak signal
+at a CPU budget; the cycle term gives E a dense per-pixel one, to keep each cell's size,
+shape, intensity and layout (README, Learned encoders: it adds little over the pair game).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class BiGAN(BaseGAN):
         # G in inference mode: its batch norm then uses the moving statistics of G(z)
         # batches, as the exported generator does. Under a batch's own statistics G
         # would learn to reconstruct from differences between E(x) that the exported G
-        # never sees, and every exported reconstruction came out the same.
+        # never sees.
         recon = self._cycle_loss(real, self.generator(z_real, training=False))
         return adversarial + self.recon_weight * recon, recon
 
