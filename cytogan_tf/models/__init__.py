@@ -73,9 +73,7 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
                f"model.critic_norm: {cfg.get('critic_norm')!r} must be 'layer' or 'none'")
         _check(int(cfg.get("n_critic", 5)) >= 1, "model.n_critic: must be >= 1")
     if arch == "bigan":
-        val = cfg.get("recon_weight", 0.0)
-        _check(isinstance(val, (int, float)) and not isinstance(val, bool) and val >= 0,
-               f"model.recon_weight: {val!r} must be a non-negative number (0: plain BiGAN)")
+        _check_weight(cfg, "recon_weight", 0.0, " (0: plain BiGAN)")
         space = cfg.get("recon_space", "pixels")
         _check(space in ("pixels", "features"),
                f"model.recon_space: {space!r} must be 'pixels' or 'features' (D's image stages)")
@@ -95,6 +93,13 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
     common = dict(latent_dim=latent_dim, image_size=image_size, widths=widths,
                   encoder_dim=encoder_dim, seed=int(seed or 0), update=update, arch=arch)
     return _model_class(arch).from_config_values(**common, **extra)
+
+
+def _check_weight(cfg: Mapping[str, Any], key: str, default: float, note: str = "") -> None:
+    """A loss weight in `[model]`: a non-negative number (a bool is not one)."""
+    val = cfg.get(key, default)
+    _check(isinstance(val, (int, float)) and not isinstance(val, bool) and val >= 0,
+           f"model.{key}: {val!r} must be a non-negative number{note}")
 
 
 def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
@@ -122,9 +127,7 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     _check(augment not in BLOCK_VIEWS or (ssl == "contrastive" and head == "each"),
            f"model.augment: {augment!r} gives each readout's contrastive head its own views; "
            f"it needs ssl = \"contrastive\" and head_features = \"each\"")
-    weight = cfg.get("ssl_weight", 1.0)
-    _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0,
-           f"model.ssl_weight: {weight!r} must be a non-negative number")
+    _check_weight(cfg, "ssl_weight", 1.0)
     temp = cfg.get("ssl_temperature", 0.2)
     _check(isinstance(temp, (int, float)) and not isinstance(temp, bool) and temp > 0,
            f"model.ssl_temperature: {temp!r} must be a positive number")
@@ -133,9 +136,7 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     weak = cfg.get("weak_labels", "none")
     _check(weak == "none" or weak in LABEL_KINDS,
            f"model.weak_labels: {weak!r} must be one of none, {', '.join(LABEL_KINDS)}")
-    weight = cfg.get("weak_weight", 1.0)
-    _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0,
-           f"model.weak_weight: {weight!r} must be a non-negative number")
+    _check_weight(cfg, "weak_weight", 1.0)
     n_classes = cfg.get("n_classes", 0)
     _check(weak == "none" or (isinstance(n_classes, int) and n_classes >= 2),
            f"model.n_classes: {n_classes!r}; weak_labels={weak} needs the number of classes "
