@@ -153,6 +153,27 @@ VARIANTS = {
                          "recon_space": "features"},
     "bigan-recon-feat10": {"arch": "bigan", "augment": "none", "recon_weight": 10.0,
                            "recon_space": "features"},
+    # A contrastive head on E itself (two windows of each real cell, SimCLR), in G and
+    # E's loss beside the pair game: the pair game teaches E size and layout, the
+    # windows texture. The head reads E's z, E's multiscale and texture readouts, or all.
+    "bigan-ssl-z": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
+                    "head_features": "latent"},
+    "bigan-ssl-both": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
+                       "head_features": "both"},
+    "bigan-ssl-all": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
+                      "head_features": "all"},
+    "bigan-ssl-texture": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
+                          "head_features": "texture"},
+    "bigan-ssl-z-strong": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
+                           "head_features": "latent", "ssl_views": "strong"},
+    "bigan-ssl-z-w03": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
+                        "head_features": "latent", "ssl_weight": 0.3},
+    "bigan-ssl-z-w3": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
+                       "head_features": "latent", "ssl_weight": 3.0},
+    "bigan-ssl-z-diff": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
+                         "head_features": "latent", "ssl_views": "diff"},
+    "bigan-recon-ssl-z": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
+                          "head_features": "latent", "recon_weight": 1.0},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")

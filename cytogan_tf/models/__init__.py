@@ -29,7 +29,7 @@ _ARCH_KEYS = {
     "lsgan": _D_HEAD_KEYS,
     "wgan": {"n_critic", "gp_weight", "critic_norm"} | _D_HEAD_KEYS,
     "began": {"gamma", "lambda_k", "k_init"},
-    "bigan": {"recon_weight", "recon_space"},
+    "bigan": {"recon_weight", "recon_space", "ssl_views"} | _SSL_KEYS | {"head_features"},
 }
 DEFAULT_WIDTHS = [256, 128, 64, 32]
 
@@ -113,9 +113,18 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
 
     views = cfg.get("views", "single")
     _check(views in VIEWS, f"model.views: {views!r} must be one of {', '.join(VIEWS)}")
-    from .networks import HEAD_FEATURES
+    if arch == "bigan":  # E's contrastive head reads E's features, not D's
+        from .bigan import ENCODER_HEAD_FEATURES as HEAD_FEATURES
+        from .augment import POLICIES
 
-    head = cfg.get("head_features", "multiscale")
+        views = cfg.get("ssl_views", "window")
+        _check(views in POLICIES,
+               f"model.ssl_views: {views!r} must be one of {', '.join(POLICIES)}")
+        head = cfg.get("head_features", "latent")
+    else:
+        from .networks import HEAD_FEATURES
+
+        head = cfg.get("head_features", "multiscale")
     _check(head in HEAD_FEATURES,
            f"model.head_features: {head!r} must be one of {', '.join(HEAD_FEATURES)}")
     augment = cfg.get("augment", "none")

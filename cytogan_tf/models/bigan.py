@@ -15,6 +15,12 @@ generator's optimizer (they are one "generator" of pairs).
 |x - G(E(x))|, to G and E's loss. Why: the adversarial pair game gives E a weak signal
 at a CPU budget; the cycle term gives E a dense per-pixel one, to keep each cell's size,
 shape, intensity and layout (README, Learned encoders: it adds little over the pair game).
+
+`ssl = "contrastive"` gives E its own contrastive head (SimCLR between two views of each
+real cell, `ssl_views`), in G and E's loss. Why: the pair game teaches E what G can draw
+(size, brightness, layout), and at a CPU budget G draws little texture; two windows of
+one cell share its texture, so matching them teaches E's stages the texture the
+adversarial signal leaves out (README, Learned encoders).
 """
 
 from __future__ import annotations
@@ -30,16 +36,46 @@ from .networks import _readout_model, build_generator, downsampling_stages
 JOINT_WIDTH = 256
 
 
-def build_latent_encoder(image_size, widths, latent_dim, *, readout="hidden", views="single"):
-    """E: images [B, H, W, 3] -> z [B, latent] (float32). Returns (E, embedding model):
-    the embedding model reads E out as `readout` names ("hidden": z itself), averaged over
-    `views`; E itself always sees the crop as it is, so G(E(x)) reconstructs x."""
+def build_latent_encoder(image_size, widths, latent_dim, *, readout="hidden", views="single",
+                         head_features=None):
+    """E: images [B, H, W, 3] -> z [B, latent] (float32). Returns (E, embedding model,
+    head trunk): the embedding model reads E out as `readout` names ("hidden": z itself),
+    averaged over `views`; E itself always sees the crop as it is, so G(E(x))
+    reconstructs x. The head trunk (None without `head_features`) maps images to the E
+    features a contrastive head reads (ENCODER_HEAD_FEATURES), over the same layers."""
     images = keras.Input((image_size, image_size, 3), name="images")
     stages = downsampling_stages(images, widths, norm="layer", act="lrelu", prefix="e")
     feats = layers.Flatten(name="e_flatten")(stages[-1])
     z = layers.Dense(latent_dim, dtype="float32", name="e_latent")(feats)
     latent_encoder = keras.Model(images, z, name="latent_encoder")
-    return latent_encoder, _readout_model(images, z, stages, readout, prefix="e", views=views)
+    trunk = None
+    if head_features is not None:
+        trunk = keras.Model(images, _encoder_head_features(z, stages, head_features),
+                            name="encoder_head_trunk")
+    return latent_encoder, _readout_model(images, z, stages, readout, prefix="e", views=views), trunk
+
+
+ENCODER_HEAD_FEATURES = ("latent", "texture", "multiscale", "both", "all")
+
+
+def _encoder_head_features(z, stages, which):
+    """What E's contrastive head reads: z ("latent"), the texture or multiscale readout,
+    both readouts joined, or z and both ("all")."""
+    from .networks import multiscale_pool
+    from .second_order import texture_pool
+
+    parts = {"latent": [z], "texture": [texture_pool(stages, prefix="e_head")],
+             "multiscale": [multiscale_pool(stages, prefix="e_head")]}
+    parts["both"] = parts["multiscale"] + parts["texture"]
+    parts["all"] = parts["latent"] + parts["both"]
+    if which not in parts:
+        raise ValueError(f"unknown encoder head features {which!r}; "
+                         f"valid: {', '.join(ENCODER_HEAD_FEATURES)}")
+    chosen = parts[which]
+    if len(chosen) == 1:
+        return chosen[0]
+    return layers.Concatenate(dtype="float32", name=f"e_head_{which}")(
+        [layers.Activation("linear", dtype="float32")(p) for p in chosen])
 
 
 def build_joint_discriminator(image_size, widths, latent_dim):
@@ -67,34 +103,55 @@ def build_joint_discriminator(image_size, widths, latent_dim):
 
 class BiGAN(BaseGAN):
     def __init__(self, generator, discriminator, encoder, *, latent_encoder, recon_weight=0.0,
-                 recon_space="pixels", image_stages=None, **kwargs):
+                 recon_space="pixels", image_stages=None, encoder_trunk=None,
+                 encoder_ssl_weight=1.0, encoder_ssl_views="window", **kwargs):
         self.recon_weight = float(recon_weight)
         if self.recon_weight > 0:
             self.metric_names = self.metric_names + ("recon_loss",)
+        if encoder_trunk is not None:
+            self.metric_names = self.metric_names + ("ssl_loss",)
         super().__init__(generator, discriminator, encoder, **kwargs)
         self.latent_encoder = latent_encoder
         self.recon_space = recon_space
         self.image_stages = image_stages  # D's image branch, for recon_space "features"
+        # E's own contrastive head (ssl = "contrastive"): SimCLR between two views of each
+        # real cell, on the E features `head_features` names, in G and E's loss.
+        self.encoder_trunk = encoder_trunk
+        self.encoder_ssl_weight = float(encoder_ssl_weight)
+        self.encoder_ssl_views = encoder_ssl_views
+        self.encoder_head = None
+        if encoder_trunk is not None:
+            from .ssl_head import build_projection_head
+            self.encoder_head = build_projection_head(int(encoder_trunk.outputs[0].shape[-1]))
 
     @classmethod
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch,
                            readout="hidden", augment="none", views="single", recon_weight=0.0,
-                           recon_space="pixels"):
+                           recon_space="pixels", ssl="none", ssl_weight=1.0, ssl_temperature=0.2,
+                           head_features="latent", ssl_views="window"):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
-        latent_encoder, embed = build_latent_encoder(image_size, widths, latent_dim, readout=readout,
-                                                     views=views)
+        latent_encoder, embed, trunk = build_latent_encoder(
+            image_size, widths, latent_dim, readout=readout, views=views,
+            head_features=head_features if ssl == "contrastive" else None)
         disc, image_stages = build_joint_discriminator(image_size, widths, latent_dim)
         return cls(gen, disc, embed, latent_encoder=latent_encoder, latent_dim=latent_dim,
                    image_size=image_size, arch=arch, encoder_dim=int(embed.outputs[0].shape[-1]),
                    seed=seed, update=update, augment=augment, recon_weight=recon_weight,
-                   recon_space=recon_space, image_stages=image_stages)
+                   recon_space=recon_space, image_stages=image_stages, encoder_trunk=trunk,
+                   encoder_ssl_weight=ssl_weight, encoder_ssl_views=ssl_views,
+                   ssl_temperature=ssl_temperature)
 
     @property
     def g_variables(self):
-        return list(self.generator.trainable_variables) + list(self.latent_encoder.trainable_variables)
+        head = list(self.encoder_head.trainable_variables) if self.encoder_head is not None else []
+        return (list(self.generator.trainable_variables)
+                + list(self.latent_encoder.trainable_variables) + head)
 
     def extra_networks(self) -> dict:
-        return {**super().extra_networks(), "latent_encoder": self.latent_encoder}
+        extra = {**super().extra_networks(), "latent_encoder": self.latent_encoder}
+        if self.encoder_head is not None:
+            extra["encoder_head"] = self.encoder_head
+        return extra
 
     def warm_up(self, images, z):
         images, z = tf.convert_to_tensor(images), tf.convert_to_tensor(z, tf.float32)
@@ -115,16 +172,31 @@ class BiGAN(BaseGAN):
 
     def _ge_loss(self, real, real_logits, fake_logits, z_real):
         """G and E's loss: the pair labels swapped (generated pairs should look real, real
-        pairs fake), plus the weighted cycle term; and the cycle term alone (or None)."""
-        adversarial = losses.dcgan_discriminator_loss(fake_logits, real_logits)
-        if self.recon_weight <= 0:
-            return adversarial, None
-        # G in inference mode: its batch norm then uses the moving statistics of G(z)
-        # batches, as the exported generator does. Under a batch's own statistics G
-        # would learn to reconstruct from differences between E(x) that the exported G
-        # never sees.
-        recon = self._cycle_loss(real, self.generator(z_real, training=False))
-        return adversarial + self.recon_weight * recon, recon
+        pairs fake), plus the weighted cycle term and E's weighted contrastive loss; and
+        those two terms by their metric names (only the ones switched on)."""
+        loss = losses.dcgan_discriminator_loss(fake_logits, real_logits)
+        parts = {}
+        if self.encoder_head is not None:
+            parts["ssl_loss"] = self._encoder_contrastive_loss(real)
+            loss = loss + self.encoder_ssl_weight * parts["ssl_loss"]
+        if self.recon_weight > 0:
+            # G in inference mode: its batch norm then uses the moving statistics of G(z)
+            # batches, as the exported generator does. Under a batch's own statistics G
+            # would learn to reconstruct from differences between E(x) that the exported
+            # G never sees.
+            parts["recon_loss"] = self._cycle_loss(real, self.generator(z_real, training=False))
+            loss = loss + self.recon_weight * parts["recon_loss"]
+        return loss, parts
+
+    def _encoder_contrastive_loss(self, real):
+        """SimCLR between two views of each real cell, on E's head features."""
+        from .augment import POLICIES
+
+        a = POLICIES[self.encoder_ssl_views](real, self._stateless_seed())
+        b = POLICIES[self.encoder_ssl_views](real, self._stateless_seed())
+        feats = self.encoder_trunk(tf.concat([a, b], axis=0), training=True)
+        proj_a, proj_b = tf.split(self.encoder_head(feats, training=True), 2, axis=0)
+        return losses.contrastive_loss(proj_a, proj_b, self.ssl_temperature)
 
     def _cycle_loss(self, real, reconstructed):
         """The cycle term in pixels, or on D's image stages (the mean of each stage's L1;
@@ -136,24 +208,23 @@ class BiGAN(BaseGAN):
         return tf.add_n(terms) / len(terms)
 
     def _train_step(self, real, labels=None):  # no weak-label option
-        recon_of = {}
+        parts = {}
 
         def losses_of(real, fake):
             real_logits, fake_logits, z_real = self._pair_logits(real, fake, z)
             d_loss = losses.dcgan_discriminator_loss(real_logits, fake_logits)
             if self.update != "simultaneous":  # G and E step later, in g_loss_of
                 return d_loss, None, None
-            g_loss, recon_of["step"] = self._ge_loss(real, real_logits, fake_logits, z_real)
+            g_loss, step_parts = self._ge_loss(real, real_logits, fake_logits, z_real)
+            parts.update(step_parts)
             return d_loss, g_loss, None
 
         def g_loss_of(fake):  # the alternating order's G and E step, after D moved
             real_logits, fake_logits, z_real = self._pair_logits(real, fake, z)
-            g_loss, recon_of["step"] = self._ge_loss(real, real_logits, fake_logits, z_real)
+            g_loss, step_parts = self._ge_loss(real, real_logits, fake_logits, z_real)
+            parts.update(step_parts)
             return g_loss
 
         z = self._noise(tf.shape(real)[0])
         d_loss, g_loss, _ = self._adversarial_update(real, z, losses_of, g_loss_of)
-        out = {"d_loss": d_loss, "g_loss": g_loss}
-        if self.recon_weight > 0:
-            out["recon_loss"] = recon_of["step"]
-        return out
+        return {"d_loss": d_loss, "g_loss": g_loss, **parts}
