@@ -36,6 +36,9 @@ import numpy as np
 PLAIN = {"augment": "none", "ssl": "none"}
 SSL = {"augment": "diff", "ssl": "contrastive"}
 WINDOW = {"augment": "window", "ssl": "contrastive", "head_features": "texture"}
+# BiGAN with E's own contrastive head on z (two windows of each real cell), the base of
+# the bigan-ssl-* variants.
+BIGAN_SSL = {"arch": "bigan", "augment": "none", "ssl": "contrastive", "head_features": "latent"}
 VARIANTS = {
     "lsgan": {"arch": "lsgan", **PLAIN},
     "lsgan-aug": {"arch": "lsgan", **PLAIN, "augment": "diff"},
@@ -156,24 +159,15 @@ VARIANTS = {
     # A contrastive head on E itself (two windows of each real cell, SimCLR), in G and
     # E's loss beside the pair game: the pair game teaches E size and layout, the
     # windows texture. The head reads E's z, E's multiscale and texture readouts, or all.
-    "bigan-ssl-z": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
-                    "head_features": "latent"},
-    "bigan-ssl-both": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
-                       "head_features": "both"},
-    "bigan-ssl-all": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
-                      "head_features": "all"},
-    "bigan-ssl-texture": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
-                          "head_features": "texture"},
-    "bigan-ssl-z-strong": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
-                           "head_features": "latent", "ssl_views": "strong"},
-    "bigan-ssl-z-w03": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
-                        "head_features": "latent", "ssl_weight": 0.3},
-    "bigan-ssl-z-w3": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
-                       "head_features": "latent", "ssl_weight": 3.0},
-    "bigan-ssl-z-diff": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
-                         "head_features": "latent", "ssl_views": "diff"},
-    "bigan-recon-ssl-z": {"arch": "bigan", "augment": "none", "ssl": "contrastive",
-                          "head_features": "latent", "recon_weight": 1.0},
+    "bigan-ssl-z": BIGAN_SSL,
+    "bigan-ssl-both": {**BIGAN_SSL, "head_features": "both"},
+    "bigan-ssl-all": {**BIGAN_SSL, "head_features": "all"},
+    "bigan-ssl-texture": {**BIGAN_SSL, "head_features": "texture"},
+    "bigan-ssl-z-strong": {**BIGAN_SSL, "ssl_views": "strong"},
+    "bigan-ssl-z-w03": {**BIGAN_SSL, "ssl_weight": 0.3},
+    "bigan-ssl-z-w3": {**BIGAN_SSL, "ssl_weight": 3.0},
+    "bigan-ssl-z-diff": {**BIGAN_SSL, "ssl_views": "diff"},
+    "bigan-recon-ssl-z": {**BIGAN_SSL, "recon_weight": 1.0},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")

@@ -442,18 +442,26 @@ def _train_resume_and_check_the_head(cfg, shards, run):
     assert any(not np.allclose(a, b) for a, b in zip(restored, _contrastive_head(fresh).get_weights()))
 
 
+def _export_and_serve(run, name, base, expect_readout, dim, **export_options):
+    """Export `run`'s encoder, check its metadata names `expect_readout` at width `dim`,
+    and return what its serving signature gives for two random crops (checked [2, dim])."""
+    exported = export_run(run, name, base, **export_options)
+    meta = read_export_metadata(exported["encoder"])
+    assert meta["encoder_dim"] == dim and meta["readout"] == expect_readout
+    served = tf.saved_model.load(str(exported["encoder"])).signatures["serving_default"](
+        images=np.random.default_rng(1).uniform(0, 1, (2, CROP, CROP, 3)).astype(np.float32))
+    assert served["embeddings"].shape == (2, dim)
+    return served["embeddings"].numpy()
+
+
 def test_bigan_encoder_head_run_resumes_its_head_and_exports_the_encoder(shards, tmp_path):
     run = tmp_path / "run"
     cfg = _config("bigan", ssl="contrastive", head_features="latent", readout="multiscale",
                   views="dihedral")
     _train_resume_and_check_the_head(cfg, shards, run)
-    exported = export_run(run, "bi-ssl", tmp_path / "exported")
-    meta = read_export_metadata(exported["encoder"])
-    assert meta["encoder_dim"] == multiscale_dim(TINY_WIDTHS) and meta["readout"] == "multiscale"
-    served = tf.saved_model.load(str(exported["encoder"])).signatures["serving_default"](
-        images=np.random.default_rng(1).uniform(0, 1, (2, CROP, CROP, 3)).astype(np.float32))
-    assert served["embeddings"].shape == (2, multiscale_dim(TINY_WIDTHS))
-    assert np.isfinite(served["embeddings"].numpy()).all()
+    served = _export_and_serve(run, "bi-ssl", tmp_path / "exported", "multiscale",
+                               multiscale_dim(TINY_WIDTHS))
+    assert np.isfinite(served).all()
 
 
 def test_contrastive_run_resumes_its_head_and_exports_both_readouts(shards, tmp_path):
@@ -467,13 +475,9 @@ def test_contrastive_run_resumes_its_head_and_exports_both_readouts(shards, tmp_
     meta_m, meta_h = read_export_metadata(multi["encoder"]), read_export_metadata(hidden["encoder"])
     assert meta_m["encoder_dim"] == multiscale_dim(TINY_WIDTHS) and meta_m["readout"] == "multiscale"
     assert meta_h["encoder_dim"] == cfg["model"]["encoder_dim"] and meta_h["readout"] == "hidden"
-    texture = export_run(run, "texture", base, readout="texture")
-    meta_t = read_export_metadata(texture["encoder"])
-    assert meta_t["encoder_dim"] == texture_dim(TINY_WIDTHS) and meta_t["readout"] == "texture"
-    served_t = tf.saved_model.load(str(texture["encoder"])).signatures["serving_default"](
-        images=np.random.default_rng(1).uniform(0, 1, (2, CROP, CROP, 3)).astype(np.float32))
-    assert served_t["embeddings"].shape == (2, texture_dim(TINY_WIDTHS))
-    assert np.isfinite(served_t["embeddings"].numpy()).all()
+    served_t = _export_and_serve(run, "texture", base, "texture", texture_dim(TINY_WIDTHS),
+                                 readout="texture")
+    assert np.isfinite(served_t).all()
     # the readout is a view of the same trained D: both come from the step-4 weights
     loaded = load_run(run, readout="hidden")
     x = np.random.default_rng(0).uniform(0, 1, (2, CROP, CROP, 3)).astype(np.float32)
@@ -487,12 +491,7 @@ def test_per_readout_heads_resume_their_weights_and_export(shards, tmp_path):
     cfg = _config("lsgan", augment="window-silhouette", ssl="contrastive",
                   head_features="each", readout="multiscale")
     _train_resume_and_check_the_head(cfg, shards, run)
-    exported = export_run(run, "each", tmp_path / "exported")
-    meta = read_export_metadata(exported["encoder"])
-    assert meta["encoder_dim"] == multiscale_dim(TINY_WIDTHS) and meta["readout"] == "multiscale"
-    served = tf.saved_model.load(str(exported["encoder"])).signatures["serving_default"](
-        images=np.random.default_rng(1).uniform(0, 1, (2, CROP, CROP, 3)).astype(np.float32))
-    assert served["embeddings"].shape == (2, multiscale_dim(TINY_WIDTHS))
+    _export_and_serve(run, "each", tmp_path / "exported", "multiscale", multiscale_dim(TINY_WIDTHS))
 
 
 def test_views_are_exported_and_served_orientation_free(shards, tmp_path):

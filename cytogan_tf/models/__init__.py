@@ -117,9 +117,9 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
         from .bigan import ENCODER_HEAD_FEATURES as HEAD_FEATURES
         from .augment import POLICIES
 
-        views = cfg.get("ssl_views", "window")
-        _check(views in POLICIES,
-               f"model.ssl_views: {views!r} must be one of {', '.join(POLICIES)}")
+        ssl_views = cfg.get("ssl_views", "window")
+        _check(ssl_views in POLICIES,
+               f"model.ssl_views: {ssl_views!r} must be one of {', '.join(POLICIES)}")
         head = cfg.get("head_features", "latent")
     else:
         from .networks import HEAD_FEATURES

@@ -59,23 +59,19 @@ ENCODER_HEAD_FEATURES = ("latent", "texture", "multiscale", "both", "all")
 
 
 def _encoder_head_features(z, stages, which):
-    """What E's contrastive head reads: z ("latent"), the texture or multiscale readout,
-    both readouts joined, or z and both ("all")."""
-    from .networks import multiscale_pool
-    from .second_order import texture_pool
+    """What E's contrastive head reads: z ("latent"), E's readouts as D's heads read D's
+    (networks._head_features: texture, multiscale, both), or z and both ("all")."""
+    from .networks import _head_features
 
-    parts = {"latent": [z], "texture": [texture_pool(stages, prefix="e_head")],
-             "multiscale": [multiscale_pool(stages, prefix="e_head")]}
-    parts["both"] = parts["multiscale"] + parts["texture"]
-    parts["all"] = parts["latent"] + parts["both"]
-    if which not in parts:
+    if which not in ENCODER_HEAD_FEATURES:
         raise ValueError(f"unknown encoder head features {which!r}; "
                          f"valid: {', '.join(ENCODER_HEAD_FEATURES)}")
-    chosen = parts[which]
-    if len(chosen) == 1:
-        return chosen[0]
-    return layers.Concatenate(dtype="float32", name=f"e_head_{which}")(
-        [layers.Activation("linear", dtype="float32")(p) for p in chosen])
+    if which == "latent":
+        return z
+    pooled = _head_features(stages, None, "both" if which == "all" else which, prefix="e_head")
+    if which != "all":
+        return pooled
+    return layers.Concatenate(dtype="float32", name="e_head_all")([z, pooled])
 
 
 def build_joint_discriminator(image_size, widths, latent_dim):

@@ -167,17 +167,22 @@ READOUTS = ("hidden", "multiscale", "texture")
 HEAD_FEATURES = ("multiscale", "texture", "both", "each")
 
 
-def _head_features(stages, pooled, which):
+def _head_features(stages, pooled, which, *, prefix="d_head"):
+    """The pooled features a contrastive head reads (`HEAD_FEATURES`); `pooled` is the
+    stages' multiscale readout where the caller already has it (None: pooled here)."""
     from .second_order import texture_pool
 
+    if which not in HEAD_FEATURES:
+        raise ValueError(f"unknown head features {which!r}; valid: {', '.join(HEAD_FEATURES)}")
+    if pooled is None and which != "texture":
+        pooled = multiscale_pool(stages, prefix=prefix)
     if which == "multiscale":
         return pooled
-    texture = texture_pool(stages, prefix="d_head")
+    texture = texture_pool(stages, prefix=prefix)
     if which == "texture":
         return texture
-    if which in ("both", "each"):  # "each": one head per block (ssl_head.head_blocks)
-        return layers.Concatenate(dtype="float32", name=f"d_head_{which}")([pooled, texture])
-    raise ValueError(f"unknown head features {which!r}; valid: {', '.join(HEAD_FEATURES)}")
+    # "both"; "each": one head per block (ssl_head.head_blocks)
+    return layers.Concatenate(dtype="float32", name=f"{prefix}_{which}")([pooled, texture])
 
 
 def _readout_model(images, hidden, stages, readout, *, prefix, pooled=None, views="single"):
