@@ -169,6 +169,7 @@ VARIANTS = {
     "bigan-ssl-z-diff": {**BIGAN_SSL, "ssl_views": "diff"},
     "bigan-recon-ssl-z": {**BIGAN_SSL, "recon_weight": 1.0},
     "bigan-ssl-z-w10": {**BIGAN_SSL, "ssl_weight": 10.0},
+    "bigan-ssl-z-w3-t05": {**BIGAN_SSL, "ssl_weight": 3.0, "ssl_temperature": 0.5},
     "bigan-recon-ssl-z-w3": {**BIGAN_SSL, "ssl_weight": 3.0, "recon_weight": 1.0},
     "began": {"arch": "began"},
 }
