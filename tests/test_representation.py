@@ -212,6 +212,7 @@ def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones(
     ("began", {"readout": "texture"}),
     ("bigan", {"readout": "texture"}),
     ("bigan", {"ssl": "contrastive", "views": "dihedral"}),
+    ("bigan", {"ssl": "contrastive", "views": "dihedral", "latent_from": "pooled"}),
     ("bigan", {"ssl": "contrastive", "head_features": "all", "readout": "multiscale",
                "ssl_views": "strong", "update": "alternating", "recon_weight": 1.0}),
 ])
@@ -383,6 +384,8 @@ def test_began_refuses_the_contrastive_head():
     ("bigan", "ssl_weight", -0.5, "model.ssl_weight"),
     ("lsgan", "ssl_views", "window", "unknown key"),
     ("lsgan", "head_features", "latent", "model.head_features"),
+    ("bigan", "latent_from", "gap", "model.latent_from"),
+    ("lsgan", "latent_from", "pooled", "unknown key"),
 ])
 def test_bigan_encoder_head_options_are_checked(arch, key, value, message):
     with pytest.raises(ConfigError, match=message):

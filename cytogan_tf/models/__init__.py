@@ -29,7 +29,7 @@ _ARCH_KEYS = {
     "lsgan": _D_HEAD_KEYS,
     "wgan": {"n_critic", "gp_weight", "critic_norm"} | _D_HEAD_KEYS,
     "began": {"gamma", "lambda_k", "k_init"},
-    "bigan": {"recon_weight", "recon_space", "ssl_views"} | _SSL_KEYS | {"head_features"},
+    "bigan": {"recon_weight", "recon_space", "ssl_views", "latent_from"} | _SSL_KEYS | {"head_features"},
 }
 DEFAULT_WIDTHS = [256, 128, 64, 32]
 
@@ -74,6 +74,11 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
         _check(int(cfg.get("n_critic", 5)) >= 1, "model.n_critic: must be >= 1")
     if arch == "bigan":
         _check_weight(cfg, "recon_weight", 0.0, " (0: plain BiGAN)")
+        from .bigan import LATENT_FROM
+
+        latent_from = cfg.get("latent_from", "flatten")
+        _check(latent_from in LATENT_FROM,
+               f"model.latent_from: {latent_from!r} must be one of {', '.join(LATENT_FROM)}")
         space = cfg.get("recon_space", "pixels")
         _check(space in ("pixels", "features"),
                f"model.recon_space: {space!r} must be 'pixels' or 'features' (D's image stages)")

@@ -36,16 +36,36 @@ from .networks import _readout_model, build_generator, downsampling_stages
 JOINT_WIDTH = 256
 
 
+LATENT_FROM = ("flatten", "pooled", "pooled-texture")
+
+
 def build_latent_encoder(image_size, widths, latent_dim, *, readout="hidden", views="single",
-                         head_features=None):
+                         head_features=None, latent_from="flatten"):
     """E: images [B, H, W, 3] -> z [B, latent] (float32). Returns (E, embedding model,
     head trunk): the embedding model reads E out as `readout` names ("hidden": z itself),
     averaged over `views`; E itself always sees the crop as it is, so G(E(x))
     reconstructs x. The head trunk (None without `head_features`) maps images to the E
-    features a contrastive head reads (ENCODER_HEAD_FEATURES), over the same layers."""
+    features a contrastive head reads (ENCODER_HEAD_FEATURES), over the same layers.
+
+    `latent_from` "flatten": z is a dense layer on the flattened deepest map (BiGAN's
+    E), so it knows where things sit in the crop; "pooled": on every stage's global
+    average and max (layer-normalised, as their scales differ by stage). Why: a dense
+    layer over the 4x4 positions must learn position invariance weight by weight, which
+    two windows of a cell ask of it and 800 steps do not teach; pooled stages have it
+    built in, and carry the first stages' fine texture as well. "pooled-texture": the
+    same with the texture readout's second-order statistics of the first stage joined."""
+    if latent_from not in LATENT_FROM:
+        raise ValueError(f"unknown latent_from {latent_from!r}; valid: {', '.join(LATENT_FROM)}")
     images = keras.Input((image_size, image_size, 3), name="images")
     stages = downsampling_stages(images, widths, norm="layer", act="lrelu", prefix="e")
-    feats = layers.Flatten(name="e_flatten")(stages[-1])
+    if latent_from == "flatten":
+        feats = layers.Flatten(name="e_flatten")(stages[-1])
+    else:
+        from .networks import _head_features
+
+        which = "multiscale" if latent_from == "pooled" else "both"
+        feats = layers.LayerNormalization(dtype="float32", name="e_latent_norm")(
+            _head_features(stages, None, which, prefix="e_latent"))
     z = layers.Dense(latent_dim, dtype="float32", name="e_latent")(feats)
     latent_encoder = keras.Model(images, z, name="latent_encoder")
     trunk = None
@@ -124,11 +144,12 @@ class BiGAN(BaseGAN):
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch,
                            readout="hidden", augment="none", views="single", recon_weight=0.0,
                            recon_space="pixels", ssl="none", ssl_weight=1.0, ssl_temperature=0.2,
-                           head_features="latent", ssl_views="window"):
+                           head_features="latent", ssl_views="window", latent_from="flatten"):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         latent_encoder, embed, trunk = build_latent_encoder(
             image_size, widths, latent_dim, readout=readout, views=views,
-            head_features=head_features if ssl == "contrastive" else None)
+            head_features=head_features if ssl == "contrastive" else None,
+            latent_from=latent_from)
         disc, image_stages = build_joint_discriminator(image_size, widths, latent_dim)
         return cls(gen, disc, embed, latent_encoder=latent_encoder, latent_dim=latent_dim,
                    image_size=image_size, arch=arch, encoder_dim=int(embed.outputs[0].shape[-1]),
