@@ -212,7 +212,8 @@ def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones(
     ("began", {"readout": "texture"}),
     ("bigan", {"readout": "texture"}),
     ("bigan", {"ssl": "contrastive", "views": "dihedral"}),
-    ("bigan", {"ssl": "contrastive", "views": "dihedral", "latent_from": "pooled"}),
+    ("bigan", {"ssl": "contrastive", "views": "dihedral", "latent_from": "pooled",
+               "ssl_views": "window-paired"}),
     ("bigan", {"ssl": "contrastive", "head_features": "all", "readout": "multiscale",
                "ssl_views": "strong", "update": "alternating", "recon_weight": 1.0}),
 ])
@@ -385,6 +386,7 @@ def test_began_refuses_the_contrastive_head():
     ("lsgan", "ssl_views", "window", "unknown key"),
     ("lsgan", "head_features", "latent", "model.head_features"),
     ("bigan", "latent_from", "gap", "model.latent_from"),
+    ("bigan", "ssl_views", "window-silhouette", "model.ssl_views"),
     ("lsgan", "latent_from", "pooled", "unknown key"),
 ])
 def test_bigan_encoder_head_options_are_checked(arch, key, value, message):

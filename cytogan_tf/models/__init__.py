@@ -120,11 +120,11 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     _check(views in VIEWS, f"model.views: {views!r} must be one of {', '.join(VIEWS)}")
     if arch == "bigan":  # E's contrastive head reads E's features, not D's
         from .bigan import ENCODER_HEAD_FEATURES as HEAD_FEATURES
-        from .augment import POLICIES
+        from .augment import ENCODER_VIEWS
 
         ssl_views = cfg.get("ssl_views", "window")
-        _check(ssl_views in POLICIES,
-               f"model.ssl_views: {ssl_views!r} must be one of {', '.join(POLICIES)}")
+        _check(ssl_views in ENCODER_VIEWS,
+               f"model.ssl_views: {ssl_views!r} must be one of {', '.join(ENCODER_VIEWS)}")
         head = cfg.get("head_features", "latent")
     else:
         from .networks import HEAD_FEATURES

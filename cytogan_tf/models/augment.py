@@ -172,3 +172,6 @@ POLICIES = {"diff": diff_augment, "strong": strong_augment, "window": window_aug
 BLOCK_VIEWS = {"window-silhouette": (cell_and_silhouette, _pair(window_augment))}
 # Policies whose contrastive views are drawn together, as a pair of the same cells.
 PAIRED = {"window-paired": paired_windows}
+# The views BiGAN's encoder head may use (`ssl_views`): one head on one feature block,
+# so the per-block silhouette policy has no meaning there.
+ENCODER_VIEWS = ("window", "window-paired", "strong", "diff")
