@@ -171,6 +171,23 @@ VARIANTS = {
     "bigan-ssl-z-w10": {**BIGAN_SSL, "ssl_weight": 10.0},
     "bigan-ssl-z-w3-t05": {**BIGAN_SSL, "ssl_weight": 3.0, "ssl_temperature": 0.5},
     "bigan-recon-ssl-z-w3": {**BIGAN_SSL, "ssl_weight": 3.0, "recon_weight": 1.0},
+    # The configs' own widths (configs/bigan.toml), E's head on z at weight 3.
+    "bigan-ssl-z-w3-full": {**BIGAN_SSL, "ssl_weight": 3.0, "widths": [256, 128, 64, 32]},
+    # E's z from its pooled stages (latent_from "pooled"), not the flattened deepest map.
+    "bigan-pool": {"arch": "bigan", "augment": "none", "latent_from": "pooled"},
+    "bigan-pool-ssl-z": {**BIGAN_SSL, "latent_from": "pooled"},
+    "bigan-pool-ssl-z-w3": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_from": "pooled"},
+    "bigan-pooltex-ssl-z-w3": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_from": "pooled-texture"},
+    # A cell's two windows of one side (window-paired): the views no longer differ in how
+    # much of them the cell fills, so matching them need not discard its size.
+    "bigan-ssl-z-w3-paired": {**BIGAN_SSL, "ssl_weight": 3.0, "ssl_views": "window-paired"},
+    "bigan-ssl-ms-w3-paired": {**BIGAN_SSL, "ssl_weight": 3.0, "head_features": "multiscale",
+                               "ssl_views": "window-paired"},
+    "bigan-ssl-all-paired": {**BIGAN_SSL, "head_features": "all", "ssl_views": "window-paired"},
+    "bigan-pool-ssl-z-w3-paired": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_from": "pooled",
+                                   "ssl_views": "window-paired"},
+    "bigan-pool-recon-ssl-z-w3": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_from": "pooled",
+                                  "recon_weight": 1.0},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")
