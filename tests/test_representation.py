@@ -18,7 +18,8 @@ from cytogan_tf import losses
 from cytogan_tf.errors import ConfigError
 from cytogan_tf.export import export_run, read_export_metadata
 from cytogan_tf.models import build_gan, make_head_optimizer, make_optimizers
-from cytogan_tf.models.augment import (BACKGROUND, cell_and_silhouette, channel_gain, diff_augment,
+from cytogan_tf.models.augment import (BACKGROUND, cell_and_silhouette, channel_gain,
+                                      contrastive_views, diff_augment,
                                       dihedral, paired_windows, silhouette, strong_augment,
                                       translate, window, window_augment, zoom)
 from cytogan_tf.models.networks import multiscale_dim
@@ -130,6 +131,31 @@ def test_paired_windows_give_each_cell_two_windows_of_one_side_at_different_plac
     c, d = paired_windows(x, tf.constant([7, 8], tf.int64))
     np.testing.assert_array_equal(a.numpy(), c.numpy())
     np.testing.assert_array_equal(b.numpy(), d.numpy())
+
+
+def _seeds(first=7):
+    """A next_seed callable counting up from [first, 0], and the list of what it gave."""
+    given = []
+
+    def next_seed():
+        given.append(tf.constant([first + len(given), 0], tf.int64))
+        return given[-1]
+    return next_seed, given
+
+
+def test_contrastive_views_draw_a_paired_policy_once_and_others_twice():
+    x = tf.ones([16, 32, 32, 3])
+    next_seed, given = _seeds()
+    a, b = contrastive_views("window-paired", x, next_seed)
+    assert len(given) == 1  # one draw makes both views, so they share each cell's side
+    want_a, want_b = paired_windows(x, given[0])
+    np.testing.assert_array_equal(a.numpy(), want_a.numpy())
+    np.testing.assert_array_equal(b.numpy(), want_b.numpy())
+    next_seed, given = _seeds()
+    a, b = contrastive_views("window", x, next_seed)
+    assert len(given) == 2  # two independent one-view draws
+    np.testing.assert_array_equal(a.numpy(), window_augment(x, given[0]).numpy())
+    np.testing.assert_array_equal(b.numpy(), window_augment(x, given[1]).numpy())
 
 
 def test_silhouette_paints_each_cells_foreground_one_flat_colour_per_stain():

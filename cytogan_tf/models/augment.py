@@ -175,3 +175,12 @@ PAIRED = {"window-paired": paired_windows}
 # The views BiGAN's encoder head may use (`ssl_views`): one head on one feature block,
 # so the per-block silhouette policy has no meaning there.
 ENCODER_VIEWS = ("window", "window-paired", "strong", "diff")
+
+
+def contrastive_views(policy, images, next_seed):
+    """A batch's two contrastive views under `policy`: one draw of a paired policy (a cell's
+    two views made together), else two independent draws of its one-view policy.
+    `next_seed` gives each draw's seed, so seeded runs repeat."""
+    if policy in PAIRED:
+        return PAIRED[policy](images, next_seed())
+    return POLICIES[policy](images, next_seed()), POLICIES[policy](images, next_seed())

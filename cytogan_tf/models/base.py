@@ -299,15 +299,18 @@ class BaseGAN(keras.Model):
         "ssl_loss" with a contrastive head (a second augmented view of the real batch
         then joins the pass) and "class_loss" with weak labels. Add them to D's loss
         with `_representation_loss`."""
-        from .augment import BLOCK_VIEWS, PAIRED
+        from .augment import BLOCK_VIEWS, PAIRED, contrastive_views
 
         if self.ssl_head is not None and self.augment in BLOCK_VIEWS:
             return self._discriminate_block_views(real, fake, labels)
         if self.ssl_head is not None and self.augment in PAIRED:
             # The policy draws the real batch's two views together (same window side).
-            real_a, real_b = PAIRED[self.augment](real, self._stateless_seed())
+            real_a, real_b = contrastive_views(self.augment, real, self._stateless_seed)
             fake_a = self._augmented(fake)
         else:
+            # D's adversarial views first, then the head's second real view: the order
+            # every seeded figure was measured with (contrastive_views would draw the
+            # real views back to back).
             real_a, fake_a = self._augmented(real), self._augmented(fake)
             real_b = self._augmented(real) if self.ssl_head is not None else None
         if not self._d_heads():

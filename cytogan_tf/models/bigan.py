@@ -207,13 +207,9 @@ class BiGAN(BaseGAN):
 
     def _encoder_contrastive_loss(self, real):
         """SimCLR between two views of each real cell, on E's head features."""
-        from .augment import PAIRED, POLICIES
+        from .augment import contrastive_views
 
-        if self.encoder_ssl_views in PAIRED:  # a cell's two views drawn together
-            a, b = PAIRED[self.encoder_ssl_views](real, self._stateless_seed())
-        else:
-            a = POLICIES[self.encoder_ssl_views](real, self._stateless_seed())
-            b = POLICIES[self.encoder_ssl_views](real, self._stateless_seed())
+        a, b = contrastive_views(self.encoder_ssl_views, real, self._stateless_seed)
         feats = self.encoder_trunk(tf.concat([a, b], axis=0), training=True)
         proj_a, proj_b = tf.split(self.encoder_head(feats, training=True), 2, axis=0)
         return losses.contrastive_loss(proj_a, proj_b, self.ssl_temperature)
