@@ -188,6 +188,13 @@ VARIANTS = {
                                    "ssl_views": "window-paired"},
     "bigan-pool-recon-ssl-z-w3": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_from": "pooled",
                                   "recon_weight": 1.0},
+    # VICReg in place of NT-Xent (ssl_objective): no negatives, so two cells of one look
+    # are not pushed apart; spread and decorrelation keep every dimension in use.
+    "lsgan-vicreg-window-headlr-slow": {"arch": "lsgan", **WINDOW, "ssl_objective": "vicreg",
+                                        "train": {"head_lr": 3e-4}},
+    "bigan-vicreg-z-w3": {**BIGAN_SSL, "ssl_weight": 3.0, "ssl_objective": "vicreg"},
+    "bigan-vicreg-ms-w3-paired": {**BIGAN_SSL, "ssl_weight": 3.0, "head_features": "multiscale",
+                                  "ssl_views": "window-paired", "ssl_objective": "vicreg"},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")

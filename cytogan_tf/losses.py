@@ -134,6 +134,45 @@ def contrastive_loss(view_a, view_b, temperature=0.2):
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
 
 
+# --- VICReg (Bardes et al. 2022): agreement of two views without negatives -----------
+# Why beside NT-Xent: NT-Xent at a batch of 64 has 126 negatives and asks every pair of
+# cells to be told apart (uniformity), which spends the projection on what differs most
+# from cell to cell; VICReg needs no negatives, and its variance and covariance terms keep
+# every dimension alive and decorrelated, the form TVN whitening and 1-NN profiles use.
+def vicreg_loss(view_a, view_b, invariance=1.0, variance=1.0, covariance=0.04, eps=1e-4):
+    """Mean squared distance between the views' projections, plus a hinge keeping each
+    dimension's standard deviation (per view, over the batch) at 1 or more, plus the mean
+    squared off-diagonal covariance. The paper's weights 25 : 25 : 1, divided by 25 so
+    the loss sits near NT-Xent's scale and `ssl_weight` means the same for both."""
+    a, b = _f32(view_a), _f32(view_b)
+
+    def spread(x):  # hinge on each dimension's standard deviation over the batch
+        return tf.reduce_mean(tf.nn.relu(1.0 - tf.sqrt(tf.math.reduce_variance(x, axis=0) + eps)))
+
+    def cross_talk(x):  # squared off-diagonal covariances, per dimension
+        x = x - tf.reduce_mean(x, axis=0)
+        n = tf.cast(tf.shape(x)[0], tf.float32)
+        cov = tf.matmul(x, x, transpose_a=True) / (n - 1.0)
+        off = cov - tf.linalg.diag(tf.linalg.diag_part(cov))
+        return tf.reduce_sum(tf.square(off)) / tf.cast(tf.shape(x)[1], tf.float32)
+
+    return (invariance * tf.reduce_mean(tf.square(a - b))
+            + variance * (spread(a) + spread(b)) + covariance * (cross_talk(a) + cross_talk(b)))
+
+
+SSL_OBJECTIVES = ("nt-xent", "vicreg")
+
+
+def view_agreement_loss(objective, view_a, view_b, temperature=0.2):
+    """The self-supervised loss `objective` names (SSL_OBJECTIVES) on two views'
+    projections; `temperature` is NT-Xent's alone."""
+    if objective == "vicreg":
+        return vicreg_loss(view_a, view_b)
+    if objective == "nt-xent":
+        return contrastive_loss(view_a, view_b, temperature)
+    raise ValueError(f"unknown ssl_objective {objective!r}; valid: {', '.join(SSL_OBJECTIVES)}")
+
+
 def classification_loss(logits, labels):
     """Mean softmax cross-entropy of integer class `labels` (weak treatment labels)."""
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(

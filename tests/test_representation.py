@@ -210,6 +210,24 @@ def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones(
     assert other > math.log(2 * 16 - 1) - 1.0  # about chance among 2B-1 candidates
 
 
+def test_vicreg_rewards_agreeing_spread_views_and_penalises_collapse_and_cross_talk():
+    rng = np.random.default_rng(0)
+    a = (2.0 * rng.standard_normal((64, 16))).astype(np.float32)  # spread: every std ~2
+    agree = float(losses.vicreg_loss(a, a + 0.01 * rng.standard_normal(a.shape)))
+    apart = float(losses.vicreg_loss(a, 2.0 * rng.standard_normal(a.shape)))
+    collapsed = np.tile(a[:1], (64, 1))  # every cell one point: the views agree perfectly
+    assert agree < 0.5 < apart  # distance between the views counts (agree: sampling cross-talk)
+    assert float(losses.vicreg_loss(collapsed, collapsed)) >= 1.9  # each view's spread hinge ~1
+    correlated = np.repeat(a[:, :1], 16, axis=1)  # 16 copies of one dimension
+    assert float(losses.vicreg_loss(correlated, correlated)) > agree + 1.0
+    assert float(losses.view_agreement_loss("vicreg", a, a)) == pytest.approx(
+        float(losses.vicreg_loss(a, a)))
+    assert float(losses.view_agreement_loss("nt-xent", a, a, 0.1)) == pytest.approx(
+        float(losses.contrastive_loss(a, a, 0.1)))
+    with pytest.raises(ValueError, match="ssl_objective"):
+        losses.view_agreement_loss("barlow", a, a)
+
+
 # ------------------------------------------------------------------ models
 
 
@@ -242,6 +260,10 @@ def test_contrastive_loss_is_low_for_matching_views_and_high_for_unrelated_ones(
                "ssl_views": "window-paired"}),
     ("bigan", {"ssl": "contrastive", "head_features": "all", "readout": "multiscale",
                "ssl_views": "strong", "update": "alternating", "recon_weight": 1.0}),
+    ("bigan", {"ssl": "contrastive", "ssl_objective": "vicreg", "head_features": "multiscale",
+               "readout": "multiscale", "ssl_views": "window-paired"}),
+    ("lsgan", {"readout": "texture", "augment": "window", "ssl": "contrastive",
+               "head_features": "both", "ssl_objective": "vicreg"}),
 ])
 def test_option_trains_with_finite_losses_and_moves_its_networks(arch, extra):
     gan = build_gan({"arch": arch, **TINY, **extra}, seed=1)
@@ -393,7 +415,7 @@ def _head_owner(gan):
     ("readout", "flat", "model.readout"), ("augment", "colour", "model.augment"),
     ("ssl", "rotation", "model.ssl"), ("ssl_weight", -1, "model.ssl_weight"),
     ("ssl_temperature", 0, "model.ssl_temperature"), ("head_features", "all", "model.head_features"),
-    ("views", "rotations", "model.views"),
+    ("views", "rotations", "model.views"), ("ssl_objective", "barlow", "model.ssl_objective"),
 ])
 def test_bad_representation_options_are_config_errors(key, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -18,7 +18,7 @@ ARCHS = ("dcgan", "lsgan", "wgan", "began", "bigan")
 _COMMON_KEYS = {"arch", "image_size", "latent_dim", "encoder_dim", "widths", "update", "readout",
                 "views", "augment"}
 # Contrastive self-supervision of D (models/ssl_head.py): archs whose D has a trunk.
-_SSL_KEYS = {"ssl", "ssl_weight", "ssl_temperature"}
+_SSL_KEYS = {"ssl", "ssl_weight", "ssl_temperature", "ssl_objective"}
 # Weak treatment labels (data/labels.py, models/class_head.py); `train` sets n_classes
 # from the shards.
 _WEAK_KEYS = {"weak_labels", "weak_weight", "n_classes"}
@@ -145,6 +145,11 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     temp = cfg.get("ssl_temperature", 0.2)
     _check(isinstance(temp, (int, float)) and not isinstance(temp, bool) and temp > 0,
            f"model.ssl_temperature: {temp!r} must be a positive number")
+    from ..losses import SSL_OBJECTIVES
+
+    objective = cfg.get("ssl_objective", "nt-xent")
+    _check(objective in SSL_OBJECTIVES,
+           f"model.ssl_objective: {objective!r} must be one of {', '.join(SSL_OBJECTIVES)}")
     from ..data.labels import LABEL_KINDS
 
     weak = cfg.get("weak_labels", "none")

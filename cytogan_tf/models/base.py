@@ -46,6 +46,7 @@ class BaseGAN(keras.Model):
         ssl: str = "none",
         ssl_weight: float = 1.0,
         ssl_temperature: float = 0.2,
+        ssl_objective: str = "nt-xent",
         weak_labels: str = "none",
         weak_weight: float = 1.0,
         n_classes: int = 0,
@@ -72,6 +73,7 @@ class BaseGAN(keras.Model):
         self.ssl = ssl
         self.ssl_weight = float(ssl_weight)
         self.ssl_temperature = float(ssl_temperature)
+        self.ssl_objective = ssl_objective  # losses.SSL_OBJECTIVES: the heads' loss
         self.ssl_head = None
         if ssl == "contrastive":
             from .ssl_head import build_projection_head
@@ -357,10 +359,11 @@ class BaseGAN(keras.Model):
         return tf.split(logits, len(views), axis=0), tf.split(pooled, len(views), axis=0)
 
     def _mean_contrastive(self, projection_pairs):
-        """The mean contrastive loss of (view a, view b) projection pairs."""
+        """The mean self-supervised loss (`ssl_objective`) of (view a, view b) projection pairs."""
         from .. import losses
 
-        terms = [losses.contrastive_loss(a, b, self.ssl_temperature) for a, b in projection_pairs]
+        terms = [losses.view_agreement_loss(self.ssl_objective, a, b, self.ssl_temperature)
+                 for a, b in projection_pairs]
         return terms[0] if len(terms) == 1 else tf.add_n(terms) / len(terms)
 
     def _class_loss(self, real_feats, labels):

@@ -144,7 +144,8 @@ class BiGAN(BaseGAN):
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch,
                            readout="hidden", augment="none", views="single", recon_weight=0.0,
                            recon_space="pixels", ssl="none", ssl_weight=1.0, ssl_temperature=0.2,
-                           head_features="latent", ssl_views="window", latent_from="flatten"):
+                           ssl_objective="nt-xent", head_features="latent", ssl_views="window",
+                           latent_from="flatten"):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         latent_encoder, embed, trunk = build_latent_encoder(
             image_size, widths, latent_dim, readout=readout, views=views,
@@ -156,7 +157,7 @@ class BiGAN(BaseGAN):
                    seed=seed, update=update, augment=augment, recon_weight=recon_weight,
                    recon_space=recon_space, image_stages=image_stages, encoder_trunk=trunk,
                    encoder_ssl_weight=ssl_weight, encoder_ssl_views=ssl_views,
-                   ssl_temperature=ssl_temperature)
+                   ssl_temperature=ssl_temperature, ssl_objective=ssl_objective)
 
     @property
     def g_variables(self):
@@ -206,13 +207,14 @@ class BiGAN(BaseGAN):
         return loss, parts
 
     def _encoder_contrastive_loss(self, real):
-        """SimCLR between two views of each real cell, on E's head features."""
+        """SimCLR (or VICReg, `ssl_objective`) between two views of each real cell, on
+        E's head features."""
         from .augment import contrastive_views
 
         a, b = contrastive_views(self.encoder_ssl_views, real, self._stateless_seed)
         feats = self.encoder_trunk(tf.concat([a, b], axis=0), training=True)
         proj_a, proj_b = tf.split(self.encoder_head(feats, training=True), 2, axis=0)
-        return losses.contrastive_loss(proj_a, proj_b, self.ssl_temperature)
+        return self._mean_contrastive([(proj_a, proj_b)])
 
     def _cycle_loss(self, real, reconstructed):
         """The cycle term in pixels, or on D's image stages (the mean of each stage's L1;

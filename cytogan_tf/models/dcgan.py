@@ -25,8 +25,8 @@ class DCGAN(BaseGAN):
     def from_config_values(cls, *, latent_dim, image_size, widths, encoder_dim, seed, update, arch,
                            readout="hidden", head_features="multiscale", views="single",
                            **representation):
-        """`representation`: augment, ssl, ssl_weight, ssl_temperature, weak_labels,
-        weak_weight, n_classes where configured."""
+        """`representation`: augment, ssl, ssl_weight, ssl_temperature, ssl_objective,
+        weak_labels, weak_weight, n_classes where configured."""
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         disc, enc, trunk = build_discriminator_with_encoder(image_size, widths, encoder_dim,
                                                             norm="none", readout=readout,

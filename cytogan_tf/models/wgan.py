@@ -29,7 +29,8 @@ class WGANGP(BaseGAN):
                            arch, critic_norm="layer", readout="hidden",
                            head_features="multiscale", views="single", **options):
         """`options`: n_critic, gp_weight and the representation options (augment, ssl,
-        ssl_weight, ssl_temperature, weak_labels, weak_weight, n_classes) where set."""
+        ssl_weight, ssl_temperature, ssl_objective, weak_labels, weak_weight, n_classes)
+        where set."""
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         disc, enc, trunk = build_discriminator_with_encoder(image_size, widths, encoder_dim,
                                                             norm=critic_norm, readout=readout,
