@@ -195,6 +195,14 @@ VARIANTS = {
     "bigan-vicreg-z-w3": {**BIGAN_SSL, "ssl_weight": 3.0, "ssl_objective": "vicreg"},
     "bigan-vicreg-ms-w3-paired": {**BIGAN_SSL, "ssl_weight": 3.0, "head_features": "multiscale",
                                   "ssl_views": "window-paired", "ssl_objective": "vicreg"},
+    "bigan-vicreg-all-paired": {**BIGAN_SSL, "ssl_weight": 3.0, "head_features": "all",
+                                "ssl_views": "window-paired", "ssl_objective": "vicreg"},
+    "lsgan-vicreg-window-both": {"arch": "lsgan", **WINDOW, "head_features": "both",
+                                 "readout": "multiscale", "ssl_objective": "vicreg",
+                                 "train": {"head_lr": 3e-4}},
+    # E's head matches each cell with its own flat-coloured silhouette: z must carry the
+    # outline's shape (the MOA the texture readouts miss on 4x the cells).
+    "bigan-ssl-z-w3-silh": {**BIGAN_SSL, "ssl_weight": 3.0, "ssl_views": "cell-silhouette"},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")

@@ -262,6 +262,7 @@ def test_vicreg_rewards_agreeing_spread_views_and_penalises_collapse_and_cross_t
                "ssl_views": "strong", "update": "alternating", "recon_weight": 1.0}),
     ("bigan", {"ssl": "contrastive", "ssl_objective": "vicreg", "head_features": "multiscale",
                "readout": "multiscale", "ssl_views": "window-paired"}),
+    ("bigan", {"ssl": "contrastive", "ssl_views": "cell-silhouette"}),
     ("lsgan", {"readout": "texture", "augment": "window", "ssl": "contrastive",
                "head_features": "both", "ssl_objective": "vicreg"}),
 ])
@@ -416,6 +417,7 @@ def _head_owner(gan):
     ("ssl", "rotation", "model.ssl"), ("ssl_weight", -1, "model.ssl_weight"),
     ("ssl_temperature", 0, "model.ssl_temperature"), ("head_features", "all", "model.head_features"),
     ("views", "rotations", "model.views"), ("ssl_objective", "barlow", "model.ssl_objective"),
+    ("augment", "cell-silhouette", "model.augment"),  # E's view pair only: D has no one-view form
 ])
 def test_bad_representation_options_are_config_errors(key, value, message):
     with pytest.raises(ConfigError, match=message):

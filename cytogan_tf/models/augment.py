@@ -171,10 +171,13 @@ POLICIES = {"diff": diff_augment, "strong": strong_augment, "window": window_aug
 # view-pair policy of each block, in networks.head_blocks' order (multiscale, texture).
 BLOCK_VIEWS = {"window-silhouette": (cell_and_silhouette, _pair(window_augment))}
 # Policies whose contrastive views are drawn together, as a pair of the same cells.
-PAIRED = {"window-paired": paired_windows}
+# "cell-silhouette" is for BiGAN's encoder head only (`ssl_views`): D's adversarial view
+# has no single-view form of it.
+PAIRED = {"window-paired": paired_windows, "cell-silhouette": cell_and_silhouette}
 # The views BiGAN's encoder head may use (`ssl_views`): one head on one feature block,
-# so the per-block silhouette policy has no meaning there.
-ENCODER_VIEWS = ("window", "window-paired", "strong", "diff")
+# so the per-block silhouette policy has no meaning there; a cell against its own
+# silhouette does (E's features must then carry the outline's shape).
+ENCODER_VIEWS = ("window", "window-paired", "strong", "diff", "cell-silhouette")
 
 
 def contrastive_views(policy, images, next_seed):
