@@ -10,7 +10,9 @@ right-angle rotations (a cell has no preferred orientation) and small translatio
 contrastive head; "window" keeps one square window of the cell instead, so two views share
 its texture, not its layout; "window-paired" draws a cell's two contrastive views as windows
 of one size, so matching them asks for texture but not for indifference to how much of the
-window the cell fills (its size). Every op is differentiable, so gradients reach the generator.
+window the cell fills (its size); "cell-silhouette" (BiGAN's encoder head only) pairs a
+cell with its own flat-coloured silhouette, so matching them asks for the outline. Every op
+but the silhouette is differentiable, so gradients reach the generator.
 
 Randomness comes from a stateless seed (the model's SeedGenerator), so a seeded run
 repeats exactly.
