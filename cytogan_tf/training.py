@@ -17,6 +17,7 @@ resumed run see exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -60,6 +61,7 @@ TRAIN_DEFAULTS = {
     "sample_count": 64,
     "augment": False,
     "head_lr": 0.0,  # > 0: D's heads train at this rate by their own Adam (models.make_head_optimizer)
+    "ema_decay": 0.0,  # > 0: export the moving average of G's and E's weights (models.weight_average)
 }
 
 
@@ -164,6 +166,7 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
         if strategy == "multiworker":
             _vector_metrics(gan)
         _build_networks(gan)
+        _attach_weight_average(gan, tcfg)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         ckpt = _make_checkpoint(gan, step_var, optimizers=_optimizers(gan, g_opt, d_opt, h_opt))
 
@@ -301,12 +304,15 @@ def load_run(run_dir, readout: str | None = None, views: str | None = None) -> L
             cfg["model"] = dict(cfg["model"], **{key: value})
     gan = build_gan(cfg["model"])
     _build_networks(gan)
+    _attach_weight_average(gan, cfg.get("train", {}))
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     ckpt = _make_checkpoint(gan, step_var, optimizers=None)
     try:
         ckpt.restore(latest).expect_partial().assert_existing_objects_matched()
     except (AssertionError, tf.errors.OpError, ValueError) as exc:
         raise DataError(f"{latest}: cannot restore checkpoint ({_first_line(exc)})") from None
+    if gan.weight_average is not None:  # the averaged weights are the run's result
+        gan.weight_average.apply()
     return LoadedRun(gan=gan, config=cfg, step=int(step_var.numpy()),
                      dataset_info=run_info.get("dataset", {}), run_dir=run_dir, run_info=run_info)
 
@@ -457,7 +463,9 @@ class _RunCallback(keras.callbacks.Callback):
             return
         from .grids import make_grid, to_uint8, write_png
 
-        grid = make_grid(to_uint8(generate_unit(self.gan, self.z_fixed)))
+        average = self.gan.weight_average
+        with average.applied() if average is not None else contextlib.nullcontext():
+            grid = make_grid(to_uint8(generate_unit(self.gan, self.z_fixed)))
         write_png(self.run_dir / SAMPLES_DIR / f"step_{self.step:06d}.png", grid)
         if self.writer is not None:
             with self.writer.as_default(step=self.step):
@@ -543,11 +551,23 @@ def _make_checkpoint(gan, step_var, optimizers):
     }
     if gan.extra_networks():  # BiGAN's encoder, a contrastive head (absent: old checkpoints)
         objects["networks"] = dict(gan.extra_networks())
+    if getattr(gan, "weight_average", None) is not None:  # train.ema_decay > 0
+        objects["weight_average"] = gan.weight_average.checkpoint_state()
     if optimizers is not None:
         objects["g_optimizer"], objects["d_optimizer"] = optimizers[:2]
         if optimizers[2] is not None:  # D heads' own optimizer (train.head_lr)
             objects["head_optimizer"] = optimizers[2]
     return tf.train.Checkpoint(**objects)
+
+
+def _attach_weight_average(gan, tcfg):
+    """The moving average of G's and E's weights where `train.ema_decay` asks for one."""
+    decay = tcfg.get("ema_decay") or 0.0
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+        raise ConfigError(f"train.ema_decay: {decay!r} must be a number in [0, 1) "
+                          "(0: export the last step's weights; 0.99: average ~100 steps)")
+    if decay > 0:
+        gan.average_weights(float(decay))
 
 
 def _head_optimizer(gan, tcfg):

@@ -38,8 +38,9 @@ def counters(tensors):
 
 
 def test_two_resumed_halves_equal_one_uninterrupted_run(shards, tmp_path):
-    # BEGAN: besides weights and Adam moments, k_t and the noise seed state must carry over.
-    cfg = tiny_config("began", steps_per_epoch=3)
+    # BEGAN: besides weights and Adam moments, k_t, the noise seed state and the weights'
+    # moving average (train.ema_decay) must carry over.
+    cfg = tiny_config("began", steps_per_epoch=3, ema_decay=0.9)
     kw = dict(precision="float32", verbose=0, sample_every=100, checkpoint_every=100, seed=3)
     train(cfg, shards, tmp_path / "whole", steps=8, **kw)
     train(cfg, shards, tmp_path / "halves", steps=5, **kw)
@@ -48,6 +49,7 @@ def test_two_resumed_halves_equal_one_uninterrupted_run(shards, tmp_path):
     whole, halves = checkpoint_tensors(tmp_path / "whole"), checkpoint_tensors(tmp_path / "halves")
     assert counters(whole) == counters(halves) == (8, 8, 8)
     assert whole.keys() == halves.keys()
+    assert int(whole["weight_average/updates/.ATTRIBUTES/VARIABLE_VALUE"]) == 8
     moments = [k for k in whole if k.startswith("d_optimizer/_variables/")]
     assert moments and any(np.abs(whole[k]).max() > 0 for k in moments)
     for key, value in whole.items():

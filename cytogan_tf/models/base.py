@@ -104,6 +104,7 @@ class BaseGAN(keras.Model):
         self.g_optimizer = None
         self.d_optimizer = None
         self.head_optimizer = None
+        self.weight_average = None  # average_weights()
         self.built = True  # the sub-models are functional and already built
 
     # -- Keras plumbing --------------------------------------------------------------
@@ -169,6 +170,20 @@ class BaseGAN(keras.Model):
         """Trained networks outside generator and discriminator (checkpointed too)."""
         return self._d_heads()
 
+    def averaged_networks(self) -> list:
+        """The networks export writes out (generator, encoder): what `average_weights`
+        averages."""
+        return [self.generator, self.encoder]
+
+    def average_weights(self, decay: float):
+        """Keep a moving average of the exported networks' weights from now on (call
+        after every variable exists, inside the strategy's scope; models.weight_average)."""
+        from .weight_average import WeightAverage
+
+        variables = [v for net in self.averaged_networks() for v in net.weights]
+        self.weight_average = WeightAverage(variables, decay)
+        return self.weight_average
+
     def warm_up(self, images, z):
         """One forward pass of every network, so all variables exist before a restore."""
         self.discriminator(images, training=False)
@@ -201,6 +216,8 @@ class BaseGAN(keras.Model):
             raise ValueError(f"{self.arch}: weak_labels={self.weak_labels} needs (images, labels) "
                              "batches (make_dataset(labels=...))")
         values = self._train_step(tf.cast(images, tf.float32), labels)
+        if self.weight_average is not None:
+            self.weight_average.update()
         for name, value in values.items():
             self.trackers[name].update_state(value)
         return {name: t.result() for name, t in self.trackers.items()}

@@ -171,6 +171,9 @@ class BiGAN(BaseGAN):
             extra["encoder_head"] = self.encoder_head
         return extra
 
+    def averaged_networks(self) -> list:
+        return super().averaged_networks() + [self.latent_encoder]  # E's z: encode(), reconstruction
+
     def warm_up(self, images, z):
         images, z = tf.convert_to_tensor(images), tf.convert_to_tensor(z, tf.float32)
         self.latent_encoder(images, training=False)
