@@ -203,6 +203,14 @@ VARIANTS = {
     # E's head matches each cell with its own flat-coloured silhouette: z must carry the
     # outline's shape (the MOA the texture readouts miss on 4x the cells).
     "bigan-ssl-z-w3-silh": {**BIGAN_SSL, "ssl_weight": 3.0, "ssl_views": "cell-silhouette"},
+    # The moving average of G's and E's weights (train.ema_decay) read out in place of the
+    # last step's: the readouts' scores wander by 0.04-0.15 NSC between checkpoints.
+    "bigan-vicreg-ms-w3-paired-ema": {**BIGAN_SSL, "ssl_weight": 3.0, "head_features": "multiscale",
+                                      "ssl_views": "window-paired", "ssl_objective": "vicreg",
+                                      "train": {"ema_decay": 0.995}},
+    "bigan-ssl-z-w3-ema": {**BIGAN_SSL, "ssl_weight": 3.0, "train": {"ema_decay": 0.995}},
+    "lsgan-ssl-window-headlr-slow-ema": {"arch": "lsgan", **WINDOW,
+                                         "train": {"head_lr": 3e-4, "ema_decay": 0.995}},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")
@@ -362,6 +370,8 @@ def restore(run: Path, readout: str, checkpoint: str | None = None, views: str =
     if checkpoint is not None:
         step = tf.Variable(0, dtype=tf.int64)
         _make_checkpoint(loaded.gan, step, None).restore(checkpoint).expect_partial()
+        if loaded.gan.weight_average is not None:  # the checkpoint's averaged weights
+            loaded.gan.weight_average.apply()
     return loaded.gan
 
 
