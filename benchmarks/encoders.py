@@ -211,6 +211,12 @@ VARIANTS = {
     "bigan-ssl-z-w3-ema": {**BIGAN_SSL, "ssl_weight": 3.0, "train": {"ema_decay": 0.995}},
     "lsgan-ssl-window-headlr-slow-ema": {"arch": "lsgan", **WINDOW,
                                          "train": {"head_lr": 3e-4, "ema_decay": 0.995}},
+    # A 32-d z in place of 100: 1,710 cells and 800 steps may fill only a few directions
+    # of z with what tells treatments apart, and the rest adds noise to every profile.
+    "bigan-ssl-z-w3-l32": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_dim": 32},
+    # ... and a 256-d z: at 32 dims E's z fell to 0.27 NSC on the texture plates (0.58 at
+    # 100), so z's width may be what limits the texture it holds.
+    "bigan-ssl-z-w3-l256": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_dim": 256},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")
@@ -292,9 +298,10 @@ def embed_cells(shards: Path, model, image_size: int, name: str):
 # --------------------------------------------------------------------------- scoring
 
 
-def score_combined(handmade, encoded, normalize="tvn"):
+def evaluate_combined(handmade, encoded, normalize="tvn") -> dict:
     """Hand-made (+) encoder: each set normalised alone, z-scored, / sqrt(width), joined
-    at the well level (cytogan_tf.combine, as `cytogan combine` does)."""
+    at the well level (cytogan_tf.combine, as `cytogan combine` does); evaluate_table's
+    result (per-query predictions included)."""
     from cytogan_tf.combine import combine_well_profiles
     from cytogan_tf.evaluation import evaluate_table
     from cytogan_tf.profiling import aggregate_treatments, build_profiles
@@ -302,12 +309,11 @@ def score_combined(handmade, encoded, normalize="tvn"):
     wells = combine_well_profiles({
         "enc": build_profiles(encoded, normalize=normalize)["wells_mean"],
         "hand": build_profiles(handmade, normalize=normalize)["wells_mean"]})
-    r = evaluate_table(aggregate_treatments(wells, "mean"))
-    return {"nsc": float(r["nsc"].accuracy), "nscb": float(r["nscb"].accuracy), "map": float(r["map"]),
-            "chance": float(r["nsc"].chance_prior)}
+    return evaluate_table(aggregate_treatments(wells, "mean"))
 
 
-def score(cells, normalize="tvn", columns=None):
+def evaluate_cells(cells, normalize="tvn", columns=None) -> dict:
+    """Per-cell features -> treatment profiles (global TVN) -> evaluate_table's result."""
     from cytogan_tf.evaluation import evaluate_table
     from cytogan_tf.metrics import metadata_columns
     from cytogan_tf.profiling import build_profiles
@@ -315,10 +321,20 @@ def score(cells, normalize="tvn", columns=None):
     if columns is not None:
         cells = cells[metadata_columns(cells) + list(columns)]
     cells = cells.loc[:, ~cells.columns.duplicated()]
-    profiles = build_profiles(cells, normalize=normalize, tvn_scope="global")["treatments_mean"]
-    r = evaluate_table(profiles)
+    return evaluate_table(build_profiles(cells, normalize=normalize, tvn_scope="global")["treatments_mean"])
+
+
+def _scores(r: dict) -> dict:
     return {"nsc": float(r["nsc"].accuracy), "nscb": float(r["nscb"].accuracy), "map": float(r["map"]),
             "chance": float(r["nsc"].chance_prior)}
+
+
+def score_combined(handmade, encoded, normalize="tvn"):
+    return _scores(evaluate_combined(handmade, encoded, normalize))
+
+
+def score(cells, normalize="tvn", columns=None):
+    return _scores(evaluate_cells(cells, normalize, columns))
 
 
 # --------------------------------------------------------------------------- models
