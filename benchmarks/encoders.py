@@ -217,6 +217,10 @@ VARIANTS = {
     # ... and a 256-d z: at 32 dims E's z fell to 0.27 NSC on the texture plates (0.58 at
     # 100), so z's width may be what limits the texture it holds.
     "bigan-ssl-z-w3-l256": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_dim": 256},
+    "bigan-ssl-z-w3-l512": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_dim": 512},
+    # VICReg's variance and covariance terms keep every direction of a wide z in use.
+    "bigan-vicreg-z-w3-l256": {**BIGAN_SSL, "ssl_weight": 3.0, "ssl_objective": "vicreg",
+                               "latent_dim": 256},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")
