@@ -28,7 +28,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
-from encoders import evaluate_cells, evaluate_combined  # noqa: E402
+from encoders import evaluate_cells, evaluate_combined, handmade_path, table_path  # noqa: E402
 
 QUERY = ["Metadata_Compound", "Metadata_Concentration"]
 
@@ -52,23 +52,22 @@ def query_hits(result: dict, mode: str) -> pd.Series:
     return pred.set_index(QUERY + ["Metadata_MOA"])["Correct"].astype(float)
 
 
-def table_path(work: Path, preset: str, variant: str, seed: int, key: str) -> Path:
-    return work / "tables" / f"{preset}-{variant}-s{seed}-{key.replace(' ', '-')}.parquet"
+def read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such table (run benchmarks/encoders.py with these settings first)")
+    return pd.read_parquet(path)
 
 
 def collect_hits(args) -> pd.DataFrame:
     """One column per feature set, one row per query: hits averaged over the seeds."""
     work = Path(args.workdir)
-    hand = pd.read_parquet(work / args.preset / "handmade_cells.parquet")
+    hand = read_table(handmade_path(work, args.preset))
     seeds = [int(s) for s in args.seeds.split(",")]
     columns = {"hand-made": query_hits(evaluate_cells(hand, args.normalize), args.mode)}
     per_seed = {"untrained": [], "trained": [], "hand-made (+) trained": []}
     for seed in seeds:
         for kind in ("untrained", "trained"):
-            path = table_path(work, args.preset, args.variant, seed, f"{kind} {args.readout}")
-            if not path.is_file():
-                raise SystemExit(f"{path}: no such table (run benchmarks/encoders.py with these settings first)")
-            cells = pd.read_parquet(path)
+            cells = read_table(table_path(work, args.preset, args.variant, seed, f"{kind} {args.readout}"))
             per_seed[kind].append(query_hits(evaluate_cells(cells, args.normalize), args.mode))
             if kind == "trained":
                 per_seed["hand-made (+) trained"].append(

@@ -214,7 +214,7 @@ VARIANTS = {
     # A 32-d z in place of 100: 1,710 cells and 800 steps may fill only a few directions
     # of z with what tells treatments apart, and the rest adds noise to every profile.
     "bigan-ssl-z-w3-l32": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_dim": 32},
-    # ... and a 256-d z: at 32 dims E's z fell to 0.27 NSC on the texture plates (0.58 at
+    # ... and a 256-d z: at 32 dims E's z fell to 0.27 NSC on the texture plates (0.53 at
     # 100), so z's width may be what limits the texture it holds.
     "bigan-ssl-z-w3-l256": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_dim": 256},
     "bigan-ssl-z-w3-l512": {**BIGAN_SSL, "ssl_weight": 3.0, "latent_dim": 512},
@@ -268,12 +268,21 @@ def make_shards(work: Path, preset: str, crop: int, seed: int, workers: int) -> 
     return shards
 
 
+def handmade_path(work: Path, preset: str) -> Path:
+    return work / preset / "handmade_cells.parquet"
+
+
+def table_path(work: Path, preset: str, variant: str, seed: int, key: str) -> Path:
+    """Where a run's per-cell embeddings for one features key are saved (encoder_stats.py reads them)."""
+    return work / "tables" / f"{preset}-{variant}-s{seed}-{key.replace(' ', '-')}.parquet"
+
+
 def handmade_cells(work: Path, preset: str, shards: Path, workers: int):
     import pandas as pd
 
     from cytogan_tf.profiling import cell_features
 
-    path = work / preset / "handmade_cells.parquet"
+    path = handmade_path(work, preset)
     if path.is_file():
         return pd.read_parquet(path)
     table, _ = cell_features(shards, features="handcrafted", workers=workers, progress=False)
@@ -495,9 +504,9 @@ def evaluate_encoder(trial: Trial, kind, readout, views, done, record):
     gan = (restore(t.run, readout, views=views) if kind == "trained"
            else untrained(t.cfg, t.seed, readout, views))
     enc = embed_cells(t.shards, gan.encoder, t.crop, "enc")
-    tables = t.work / "tables"
-    tables.mkdir(exist_ok=True)  # per-cell embeddings, for analyses after the run
-    enc.to_parquet(tables / f"{t.preset}-{t.variant}-s{t.seed}-{key.replace(' ', '-')}.parquet")
+    path = table_path(t.work, t.preset, t.variant, t.seed, key)
+    path.parent.mkdir(exist_ok=True)  # per-cell embeddings, for analyses after the run
+    enc.to_parquet(path)
     ids = {"preset": t.preset, "variant": t.variant, "seed": t.seed}
     row = {**ids, "features": key, "dim": int(gan.encoder.outputs[0].shape[-1]), **score(enc, t.normalize)}
     model = t.cfg["model"]
