@@ -751,3 +751,36 @@ def test_head_optimizer_run_checkpoints_its_state_and_resumes(labelled_shards, t
     assert result.step == 4 and math.isfinite(result.metrics["class_loss"])
     paths = export_run(run, "weakt", tmp_path / "exported")
     assert read_export_metadata(paths["encoder"])["encoder_dim"] == texture_dim(TINY_WIDTHS)
+
+
+def test_bigan_class_head_on_z_learns_treatments_and_trains_with_g_and_e():
+    gan = build_gan({"arch": "bigan", **TINY, "weak_labels": "treatment", "n_classes": 2,
+                     "ssl": "contrastive", "ssl_weight": 1.0}, seed=0)
+    gan.compile(*make_optimizers({**OPT, "g_lr": 3e-3}))
+    head = gan.encoder_class_head.trainable_variables
+    assert head and all(any(h is v for v in gan.g_variables) for h in head)
+    assert not any(h is v for h in head for v in gan.d_variables)
+    labels = tf.constant([0, 1] * 4, tf.int64)
+    x = tf.where(tf.reshape(labels, [-1, 1, 1, 1]) == 0, -0.8, 0.6) + 0.05 * _images(8)
+    seen = [gan.train_step((x, labels)) for _ in range(25)]
+    class_losses = [float(s["class_loss"]) for s in seen]
+    assert all(math.isfinite(float(v)) for s in seen for v in s.values())
+    assert class_losses[-1] < 0.5 * class_losses[0], class_losses
+    with pytest.raises(ValueError, match="needs \\(images, labels\\)"):
+        gan.train_step(x)
+
+
+def test_bigan_weak_label_run_resumes_and_exports_z(labelled_shards, tmp_path):
+    run = tmp_path / "run"
+    cfg = _config("bigan", ssl="contrastive", head_features="latent", weak_labels="treatment")
+    kw = dict(precision="float32", seed=1, sample_every=2, checkpoint_every=2, verbose=0)
+    train(cfg, labelled_shards, run, steps=2, **kw)
+    assert "n_classes = 3" in (run / "config.toml").read_text()
+    result = train(cfg, labelled_shards, run, steps=4, resume=True, **kw)
+    assert result.step == 4 and math.isfinite(result.metrics["class_loss"])
+    restored = load_run(run).gan.encoder_class_head.get_weights()
+    fresh = build_gan({**cfg["model"], "n_classes": 3}, seed=1).encoder_class_head.get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(restored, fresh))  # trained, restored
+    paths = export_run(run, "bigan-weak", tmp_path / "exported")
+    meta = read_export_metadata(paths["encoder"])
+    assert meta["encoder_dim"] == meta["latent_dim"] == cfg["model"]["latent_dim"]

@@ -29,7 +29,8 @@ _ARCH_KEYS = {
     "lsgan": _D_HEAD_KEYS,
     "wgan": {"n_critic", "gp_weight", "critic_norm"} | _D_HEAD_KEYS,
     "began": {"gamma", "lambda_k", "k_init"},
-    "bigan": {"recon_weight", "recon_space", "ssl_views", "latent_from"} | _SSL_KEYS | {"head_features"},
+    "bigan": ({"recon_weight", "recon_space", "ssl_views", "latent_from"} | _SSL_KEYS | _WEAK_KEYS
+              | {"head_features"}),
 }
 DEFAULT_WIDTHS = [256, 128, 64, 32]
 

@@ -21,6 +21,13 @@ real cell, `ssl_views`), in G and E's loss. Why: the pair game teaches E what G 
 (size, brightness, layout), and at a CPU budget G draws little texture; two windows of
 one cell share its texture, so matching them teaches E's stages the texture the
 adversarial signal leaves out (README, Learned encoders).
+
+`weak_labels` ("treatment" or "compound", data/labels.py) gives E a linear class head on
+z, trained in G and E's loss on each real cell under a flip, rotation and shift. Why: the
+pair game and the windows teach E what a cell looks like, not which differences between
+cells a compound causes; a screen's metadata says which treatment every cell received,
+and a z that tells treatments apart carries those differences (DeepProfiler's signal,
+here on the exported z itself rather than on D). MOA labels are never used.
 """
 
 from __future__ import annotations
@@ -120,13 +127,19 @@ def build_joint_discriminator(image_size, widths, latent_dim):
 class BiGAN(BaseGAN):
     def __init__(self, generator, discriminator, encoder, *, latent_encoder, recon_weight=0.0,
                  recon_space="pixels", image_stages=None, encoder_trunk=None,
-                 encoder_ssl_weight=1.0, encoder_ssl_views="window", **kwargs):
+                 encoder_ssl_weight=1.0, encoder_ssl_views="window", encoder_class_head=None,
+                 encoder_weak_weight=1.0, **kwargs):
         self.recon_weight = float(recon_weight)
         if self.recon_weight > 0:
             self.metric_names = self.metric_names + ("recon_loss",)
         if encoder_trunk is not None:
             self.metric_names = self.metric_names + ("ssl_loss",)
+        if encoder_class_head is not None:
+            self.metric_names = self.metric_names + ("class_loss",)
         super().__init__(generator, discriminator, encoder, **kwargs)
+        # E's weak-label head (on z; G and E's optimizer trains it, not D's as in BaseGAN).
+        self.encoder_class_head = encoder_class_head
+        self.encoder_weak_weight = float(encoder_weak_weight)
         self.latent_encoder = latent_encoder
         self.recon_space = recon_space
         self.image_stages = image_stages  # D's image branch, for recon_space "features"
@@ -145,23 +158,31 @@ class BiGAN(BaseGAN):
                            readout="hidden", augment="none", views="single", recon_weight=0.0,
                            recon_space="pixels", ssl="none", ssl_weight=1.0, ssl_temperature=0.2,
                            ssl_objective="nt-xent", head_features="latent", ssl_views="window",
-                           latent_from="flatten"):
+                           latent_from="flatten", weak_labels="none", weak_weight=1.0, n_classes=0):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         latent_encoder, embed, trunk = build_latent_encoder(
             image_size, widths, latent_dim, readout=readout, views=views,
             head_features=head_features if ssl == "contrastive" else None,
             latent_from=latent_from)
         disc, image_stages = build_joint_discriminator(image_size, widths, latent_dim)
+        class_head = None
+        if weak_labels != "none":
+            from .class_head import build_class_head
+            if int(n_classes) < 2:
+                raise ValueError(f"{arch}: weak labels need n_classes >= 2, got {n_classes}")
+            class_head = build_class_head(latent_dim, int(n_classes))
         return cls(gen, disc, embed, latent_encoder=latent_encoder, latent_dim=latent_dim,
                    image_size=image_size, arch=arch, encoder_dim=int(embed.outputs[0].shape[-1]),
                    seed=seed, update=update, augment=augment, recon_weight=recon_weight,
                    recon_space=recon_space, image_stages=image_stages, encoder_trunk=trunk,
                    encoder_ssl_weight=ssl_weight, encoder_ssl_views=ssl_views,
-                   ssl_temperature=ssl_temperature, ssl_objective=ssl_objective)
+                   ssl_temperature=ssl_temperature, ssl_objective=ssl_objective,
+                   encoder_class_head=class_head, encoder_weak_weight=weak_weight)
 
     @property
     def g_variables(self):
-        head = list(self.encoder_head.trainable_variables) if self.encoder_head is not None else []
+        head = [v for h in (self.encoder_head, self.encoder_class_head) if h is not None
+                for v in h.trainable_variables]
         return (list(self.generator.trainable_variables)
                 + list(self.latent_encoder.trainable_variables) + head)
 
@@ -169,6 +190,8 @@ class BiGAN(BaseGAN):
         extra = {**super().extra_networks(), "latent_encoder": self.latent_encoder}
         if self.encoder_head is not None:
             extra["encoder_head"] = self.encoder_head
+        if self.encoder_class_head is not None:
+            extra["encoder_class_head"] = self.encoder_class_head
         return extra
 
     def averaged_networks(self) -> list:
@@ -191,12 +214,15 @@ class BiGAN(BaseGAN):
         real_logits, fake_logits = tf.split(self.discriminator([images, latents], training=True), 2, axis=0)
         return real_logits, fake_logits, z_real
 
-    def _ge_loss(self, real, real_logits, fake_logits, z_real):
+    def _ge_loss(self, real, real_logits, fake_logits, z_real, labels=None):
         """G and E's loss: the pair labels swapped (generated pairs should look real, real
-        pairs fake), plus the weighted cycle term and E's weighted contrastive loss; and
-        those two terms by their metric names (only the ones switched on)."""
+        pairs fake), plus the weighted cycle term, E's weighted contrastive loss and E's
+        weighted class loss; and those terms by their metric names (only the ones on)."""
         loss = losses.dcgan_discriminator_loss(fake_logits, real_logits)
         parts = {}
+        if self.encoder_class_head is not None:
+            parts["class_loss"] = self._encoder_class_loss(real, labels)
+            loss = loss + self.encoder_weak_weight * parts["class_loss"]
         if self.encoder_head is not None:
             parts["ssl_loss"] = self._encoder_contrastive_loss(real)
             loss = loss + self.encoder_ssl_weight * parts["ssl_loss"]
@@ -219,6 +245,16 @@ class BiGAN(BaseGAN):
         proj_a, proj_b = tf.split(self.encoder_head(feats, training=True), 2, axis=0)
         return self._mean_contrastive([(proj_a, proj_b)])
 
+    def _encoder_class_loss(self, real, labels):
+        """Cross-entropy of E's z, through the linear class head, against each real cell's
+        weak label; each cell under a random flip, rotation and shift (augment.diff_augment),
+        so E cannot learn the labels by a cell's pixels at one pose (~2k cells)."""
+        from .augment import diff_augment
+
+        z = self.latent_encoder(diff_augment(real, self._stateless_seed()), training=True)
+        logits = self.encoder_class_head(tf.cast(z, tf.float32), training=True)
+        return losses.classification_loss(logits, labels)
+
     def _cycle_loss(self, real, reconstructed):
         """The cycle term in pixels, or on D's image stages (the mean of each stage's L1;
         D is not trained by it: its gradients go to G and E only)."""
@@ -228,7 +264,10 @@ class BiGAN(BaseGAN):
         terms = [losses.cycle_reconstruction_loss(*tf.split(s, 2, axis=0)) for s in stages]
         return tf.add_n(terms) / len(terms)
 
-    def _train_step(self, real, labels=None):  # no weak-label option
+    def _train_step(self, real, labels=None):
+        if self.encoder_class_head is not None and labels is None:
+            raise ValueError(f"{self.arch}: weak_labels needs (images, labels) batches "
+                             "(make_dataset(labels=...))")
         parts = {}
 
         def losses_of(real, fake):
@@ -236,13 +275,13 @@ class BiGAN(BaseGAN):
             d_loss = losses.dcgan_discriminator_loss(real_logits, fake_logits)
             if self.update != "simultaneous":  # G and E step later, in g_loss_of
                 return d_loss, None, None
-            g_loss, step_parts = self._ge_loss(real, real_logits, fake_logits, z_real)
+            g_loss, step_parts = self._ge_loss(real, real_logits, fake_logits, z_real, labels)
             parts.update(step_parts)
             return d_loss, g_loss, None
 
         def g_loss_of(fake):  # the alternating order's G and E step, after D moved
             real_logits, fake_logits, z_real = self._pair_logits(real, fake, z)
-            g_loss, step_parts = self._ge_loss(real, real_logits, fake_logits, z_real)
+            g_loss, step_parts = self._ge_loss(real, real_logits, fake_logits, z_real, labels)
             parts.update(step_parts)
             return g_loss
 
