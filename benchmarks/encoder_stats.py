@@ -13,8 +13,13 @@ reports, for one readout of one variant:
   query's hit is averaged over the seeds first, so the interval covers which treatments
   a plate set happens to hold, not training noise (the seeds' spread shows that).
 
+`--workdir` takes several workdirs, comma-separated, each an independent draw of the
+plates (encoders.py `--data-seed`): their queries are pooled, so the intervals narrow by
+about 1/sqrt(draws) where one draw's 48 queries cannot decide a target.
+
     python benchmarks/encoder_stats.py --workdir /tmp/enc --preset demo \
         --variant bigan-ssl-z-w3 --readout "hidden dihedral" --seeds 0,1,2
+    python benchmarks/encoder_stats.py --workdir /tmp/enc,/tmp/enc-ds1 --preset demo ...
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ QUERY = ["Metadata_Compound", "Metadata_Concentration"]
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--workdir", required=True, help="an encoders.py workdir (its tables/)")
+    p.add_argument("--workdir", required=True,
+                   help="an encoders.py workdir (its tables/), or several (one per plate draw), "
+                        "comma-separated, whose queries are pooled")
     p.add_argument("--preset", required=True)
     p.add_argument("--variant", required=True)
     p.add_argument("--readout", default="hidden dihedral", help="the features key without trained/untrained")
@@ -59,8 +66,16 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def collect_hits(args) -> pd.DataFrame:
-    """One column per feature set, one row per query: hits averaged over the seeds."""
-    work = Path(args.workdir)
+    """One column per feature set, one row per query (of every workdir): hits averaged
+    over the seeds."""
+    works = [w for w in args.workdir.split(",") if w]
+    if len(works) == 1:
+        return draw_hits(args, Path(works[0]))
+    return pd.concat({w: draw_hits(args, Path(w)) for w in works}, names=["draw"])
+
+
+def draw_hits(args, work: Path) -> pd.DataFrame:
+    """collect_hits for one workdir (one draw of the plates)."""
     hand = read_table(handmade_path(work, args.preset))
     seeds = [int(s) for s in args.seeds.split(",")]
     columns = {"hand-made": query_hits(evaluate_cells(hand, args.normalize), args.mode)}

@@ -221,6 +221,11 @@ VARIANTS = {
     # VICReg's variance and covariance terms keep every direction of a wide z in use.
     "bigan-vicreg-z-w3-l256": {**BIGAN_SSL, "ssl_weight": 3.0, "ssl_objective": "vicreg",
                                "latent_dim": 256},
+    # Weak treatment labels on E's z (a linear class head in G and E's loss; models/bigan.py):
+    # the labels say which differences between cells the compounds cause, which neither the
+    # pair game nor the windows ask of z.
+    "bigan-ssl-z-w3-weak": {**BIGAN_SSL, "ssl_weight": 3.0, "weak_labels": "treatment"},
+    "bigan-weak": {"arch": "bigan", "augment": "none", "weak_labels": "treatment"},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")
