@@ -60,11 +60,18 @@ def tf_worker(args):
         model_cfg, train_cfg = {"arch": args.arch}, {"g_lr": 1e-4, "d_lr": 1e-4}
     model_cfg = dict(model_cfg, image_size=args.image_size)
     model_cfg.setdefault("widths", WIDTHS)
+    weak = model_cfg.get("weak_labels", "none") != "none"
+    if weak:  # the benchmark plates' 49 treatments, drawn at random per cell
+        model_cfg.setdefault("n_classes", 49)
     gan = build_gan(model_cfg, seed=0)
     gan.compile(*make_optimizers(train_cfg), head_optimizer=make_head_optimizer(train_cfg),
                 steps_per_execution=args.spe)
     x = np.random.default_rng(0).uniform(-1, 1, (args.batch, args.image_size, args.image_size, 3))
-    ds = tf.data.Dataset.from_tensors(x.astype("float32")).repeat()
+    batch = x.astype("float32")
+    if weak:
+        labels = np.random.default_rng(1).integers(0, model_cfg["n_classes"], args.batch)
+        batch = (batch, labels.astype("int64"))
+    ds = tf.data.Dataset.from_tensors(batch).repeat()
     steps = _steps_for(args.arch, args.steps)
     steps = max(args.spe, steps - steps % args.spe)  # fit() runs whole executions
     warmup_steps = max(args.warmup, 1) * args.spe
