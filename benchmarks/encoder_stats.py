@@ -69,8 +69,6 @@ def collect_hits(args) -> pd.DataFrame:
     """One column per feature set, one row per query (of every workdir): hits averaged
     over the seeds."""
     works = [w for w in args.workdir.split(",") if w]
-    if len(works) == 1:
-        return draw_hits(args, Path(works[0]))
     return pd.concat({w: draw_hits(args, Path(w)) for w in works}, names=["draw"])
 
 

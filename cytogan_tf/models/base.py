@@ -208,12 +208,17 @@ class BaseGAN(keras.Model):
         return tf.random.stateless_normal(shape, seed=seed, dtype=tf.float32)
 
     # -- training --------------------------------------------------------------------
+    @property
+    def needs_labels(self) -> bool:
+        """Whether a step needs (images, labels) batches: a weak-label head is trained."""
+        return self.class_head is not None
+
     def train_step(self, data):
         if self.g_optimizer is None:
             raise RuntimeError("call gan.compile(g_optimizer, d_optimizer) before training")
         images, labels = _images_and_labels(data)
-        if self.class_head is not None and labels is None:
-            raise ValueError(f"{self.arch}: weak_labels={self.weak_labels} needs (images, labels) "
+        if self.needs_labels and labels is None:
+            raise ValueError(f"{self.arch}: its weak-label head needs (images, labels) "
                              "batches (make_dataset(labels=...))")
         values = self._train_step(tf.cast(images, tf.float32), labels)
         if self.weight_average is not None:

@@ -264,10 +264,11 @@ class BiGAN(BaseGAN):
         terms = [losses.cycle_reconstruction_loss(*tf.split(s, 2, axis=0)) for s in stages]
         return tf.add_n(terms) / len(terms)
 
+    @property
+    def needs_labels(self) -> bool:  # E's head, not D's (BaseGAN's class_head)
+        return self.encoder_class_head is not None
+
     def _train_step(self, real, labels=None):
-        if self.encoder_class_head is not None and labels is None:
-            raise ValueError(f"{self.arch}: weak_labels needs (images, labels) batches "
-                             "(make_dataset(labels=...))")
         parts = {}
 
         def losses_of(real, fake):
