@@ -268,7 +268,7 @@ class BaseGAN(keras.Model):
         gradients are taken before either update, at the same weights. Why a separate
         optimizer: D's learning rate suits the adversarial game (7e-5 in the configs),
         at which 800 steps barely move the first stage, while the texture readout learns
-        from treatment labels at ~1e-3 (README, Learned encoders)."""
+        from treatment labels at ~1e-3 (docs/learned-encoders.md)."""
         d_grads = d_tape.gradient(d_scaled, self.d_variables)
         head_pairs = []
         if h_scaled is not None:

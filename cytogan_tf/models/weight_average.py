@@ -2,7 +2,7 @@
 
 Why: a GAN's weights never settle, as each step answers the other network's last move.
 Encoders' profiling scores wander by 0.04-0.15 NSC between checkpoints 800 steps apart
-(README, Learned encoders), and a run's last checkpoint lands anywhere in that wander.
+(docs/learned-encoders.md), and a run's last checkpoint lands anywhere in that wander.
 The average of the last few hundred steps' weights sits inside it; GAN generators' samples
 gain from the same average (Karras et al. 2018; Yazici et al. 2019).
 
