@@ -226,6 +226,10 @@ VARIANTS = {
     # pair game nor the windows ask of z.
     "bigan-ssl-z-w3-weak": {**BIGAN_SSL, "ssl_weight": 3.0, "weak_labels": "treatment"},
     "bigan-weak": {"arch": "bigan", "augment": "none", "weak_labels": "treatment"},
+    # E's z predicts each cell's morphology statistics (models/morphology.py).
+    "bigan-morph": {"arch": "bigan", "augment": "none", "morphology_weight": 1.0},
+    "bigan-ssl-z-w3-morph": {**BIGAN_SSL, "ssl_weight": 3.0, "morphology_weight": 1.0},
+    "bigan-ssl-z-w3-morph3": {**BIGAN_SSL, "ssl_weight": 3.0, "morphology_weight": 3.0},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")

@@ -177,3 +177,8 @@ def classification_loss(logits, labels):
     """Mean softmax cross-entropy of integer class `labels` (weak treatment labels)."""
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         tf.cast(labels, tf.int32), _f32(logits)))
+
+
+def regression_loss(predictions, targets):
+    """Mean squared error (E's morphology head against a cell's standardized statistics)."""
+    return tf.reduce_mean(tf.square(_f32(predictions) - _f32(targets)))

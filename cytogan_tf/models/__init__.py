@@ -29,8 +29,8 @@ _ARCH_KEYS = {
     "lsgan": _D_HEAD_KEYS,
     "wgan": {"n_critic", "gp_weight", "critic_norm"} | _D_HEAD_KEYS,
     "began": {"gamma", "lambda_k", "k_init"},
-    "bigan": ({"recon_weight", "recon_space", "ssl_views", "latent_from"} | _SSL_KEYS | _WEAK_KEYS
-              | {"head_features"}),
+    "bigan": ({"recon_weight", "recon_space", "ssl_views", "latent_from", "morphology_weight"}
+              | _SSL_KEYS | _WEAK_KEYS | {"head_features"}),
 }
 DEFAULT_WIDTHS = [256, 128, 64, 32]
 
@@ -75,6 +75,7 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
         _check(int(cfg.get("n_critic", 5)) >= 1, "model.n_critic: must be >= 1")
     if arch == "bigan":
         _check_weight(cfg, "recon_weight", 0.0, " (0: plain BiGAN)")
+        _check_weight(cfg, "morphology_weight", 0.0, " (0: no morphology head on z)")
         from .bigan import LATENT_FROM
 
         latent_from = cfg.get("latent_from", "flatten")

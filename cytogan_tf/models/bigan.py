@@ -14,13 +14,13 @@ generator's optimizer (they are one "generator" of pairs).
 `recon_weight` > 0 adds ALICE's explicit cycle term (Li et al. 2017), weight * mean
 |x - G(E(x))|, to G and E's loss. Why: the adversarial pair game gives E a weak signal
 at a CPU budget; the cycle term gives E a dense per-pixel one, to keep each cell's size,
-shape, intensity and layout (README, Learned encoders: it adds little over the pair game).
+shape, intensity and layout (docs/learned-encoders.md: it adds little over the pair game).
 
 `ssl = "contrastive"` gives E its own contrastive head (SimCLR between two views of each
 real cell, `ssl_views`), in G and E's loss. Why: the pair game teaches E what G can draw
 (size, brightness, layout), and at a CPU budget G draws little texture; two windows of
 one cell share its texture, so matching them teaches E's stages the texture the
-adversarial signal leaves out (README, Learned encoders).
+adversarial signal leaves out (docs/learned-encoders.md).
 
 `weak_labels` ("treatment" or "compound", data/labels.py) gives E a linear class head on
 z, trained in G and E's loss on each real cell under a flip, rotation and shift. Why: the
@@ -128,7 +128,7 @@ class BiGAN(BaseGAN):
     def __init__(self, generator, discriminator, encoder, *, latent_encoder, recon_weight=0.0,
                  recon_space="pixels", image_stages=None, encoder_trunk=None,
                  encoder_ssl_weight=1.0, encoder_ssl_views="window", encoder_class_head=None,
-                 encoder_weak_weight=1.0, **kwargs):
+                 encoder_weak_weight=1.0, morphology_weight=0.0, **kwargs):
         self.recon_weight = float(recon_weight)
         if self.recon_weight > 0:
             self.metric_names = self.metric_names + ("recon_loss",)
@@ -136,6 +136,9 @@ class BiGAN(BaseGAN):
             self.metric_names = self.metric_names + ("ssl_loss",)
         if encoder_class_head is not None:
             self.metric_names = self.metric_names + ("class_loss",)
+        self.morphology_weight = float(morphology_weight)
+        if self.morphology_weight > 0:
+            self.metric_names = self.metric_names + ("morphology_loss",)
         super().__init__(generator, discriminator, encoder, **kwargs)
         # E's weak-label head (on z; G and E's optimizer trains it, not D's as in BaseGAN).
         self.encoder_class_head = encoder_class_head
@@ -148,6 +151,14 @@ class BiGAN(BaseGAN):
         self.encoder_trunk = encoder_trunk
         self.encoder_ssl_weight = float(encoder_ssl_weight)
         self.encoder_ssl_views = encoder_ssl_views
+        # E's morphology head (morphology_weight > 0): z predicts each cell's statistics.
+        self.encoder_morphology_head = None
+        if self.morphology_weight > 0:
+            from .class_head import build_class_head
+            from .morphology import N_STATISTICS
+
+            self.encoder_morphology_head = build_class_head(
+                int(latent_encoder.outputs[0].shape[-1]), N_STATISTICS, name="morphology_head")
         self.encoder_head = None
         if encoder_trunk is not None:
             from .ssl_head import build_projection_head
@@ -158,7 +169,8 @@ class BiGAN(BaseGAN):
                            readout="hidden", augment="none", views="single", recon_weight=0.0,
                            recon_space="pixels", ssl="none", ssl_weight=1.0, ssl_temperature=0.2,
                            ssl_objective="nt-xent", head_features="latent", ssl_views="window",
-                           latent_from="flatten", weak_labels="none", weak_weight=1.0, n_classes=0):
+                           latent_from="flatten", weak_labels="none", weak_weight=1.0, n_classes=0,
+                           morphology_weight=0.0):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         latent_encoder, embed, trunk = build_latent_encoder(
             image_size, widths, latent_dim, readout=readout, views=views,
@@ -177,12 +189,13 @@ class BiGAN(BaseGAN):
                    recon_space=recon_space, image_stages=image_stages, encoder_trunk=trunk,
                    encoder_ssl_weight=ssl_weight, encoder_ssl_views=ssl_views,
                    ssl_temperature=ssl_temperature, ssl_objective=ssl_objective,
-                   encoder_class_head=class_head, encoder_weak_weight=weak_weight)
+                   encoder_class_head=class_head, encoder_weak_weight=weak_weight,
+                   morphology_weight=morphology_weight)
 
     @property
     def g_variables(self):
-        head = [v for h in (self.encoder_head, self.encoder_class_head) if h is not None
-                for v in h.trainable_variables]
+        heads = (self.encoder_head, self.encoder_class_head, self.encoder_morphology_head)
+        head = [v for h in heads if h is not None for v in h.trainable_variables]
         return (list(self.generator.trainable_variables)
                 + list(self.latent_encoder.trainable_variables) + head)
 
@@ -192,6 +205,8 @@ class BiGAN(BaseGAN):
             extra["encoder_head"] = self.encoder_head
         if self.encoder_class_head is not None:
             extra["encoder_class_head"] = self.encoder_class_head
+        if self.encoder_morphology_head is not None:
+            extra["encoder_morphology_head"] = self.encoder_morphology_head
         return extra
 
     def averaged_networks(self) -> list:
@@ -217,12 +232,16 @@ class BiGAN(BaseGAN):
     def _ge_loss(self, real, real_logits, fake_logits, z_real, labels=None):
         """G and E's loss: the pair labels swapped (generated pairs should look real, real
         pairs fake), plus the weighted cycle term, E's weighted contrastive loss and E's
-        weighted class loss; and those terms by their metric names (only the ones on)."""
+        weighted class loss and morphology loss; and those terms by their metric names (only
+        the ones on)."""
         loss = losses.dcgan_discriminator_loss(fake_logits, real_logits)
         parts = {}
         if self.encoder_class_head is not None:
             parts["class_loss"] = self._encoder_class_loss(real, labels)
             loss = loss + self.encoder_weak_weight * parts["class_loss"]
+        if self.encoder_morphology_head is not None:
+            parts["morphology_loss"] = self._encoder_morphology_loss(real)
+            loss = loss + self.morphology_weight * parts["morphology_loss"]
         if self.encoder_head is not None:
             parts["ssl_loss"] = self._encoder_contrastive_loss(real)
             loss = loss + self.encoder_ssl_weight * parts["ssl_loss"]
@@ -254,6 +273,18 @@ class BiGAN(BaseGAN):
         z = self.latent_encoder(diff_augment(real, self._stateless_seed()), training=True)
         logits = self.encoder_class_head(tf.cast(z, tf.float32), training=True)
         return losses.classification_loss(logits, labels)
+
+    def _encoder_morphology_loss(self, real):
+        """Squared error of E's z, through the linear morphology head, against each real
+        cell's standardized statistics (models/morphology.py), taken from the cell as it
+        is while E sees it under a random flip, rotation and shift."""
+        from .augment import diff_augment
+        from .morphology import morphology_statistics, standardized
+
+        targets = standardized(morphology_statistics(real))
+        z = self.latent_encoder(diff_augment(real, self._stateless_seed()), training=True)
+        predictions = self.encoder_morphology_head(tf.cast(z, tf.float32), training=True)
+        return losses.regression_loss(predictions, targets)
 
     def _cycle_loss(self, real, reconstructed):
         """The cycle term in pixels, or on D's image stages (the mean of each stage's L1;

@@ -12,11 +12,12 @@ import keras
 from keras import layers
 
 
-def build_class_head(feature_dim: int, n_classes: int):
-    """features [B, feature_dim] -> class logits [B, n_classes], float32."""
+def build_class_head(feature_dim: int, n_classes: int, name: str = "class_head"):
+    """features [B, feature_dim] -> class logits [B, n_classes], float32 (also E's linear
+    morphology head, models/morphology.py: one output per statistic)."""
     feats = keras.Input((feature_dim,), name="features", dtype="float32")
     # Pooled max/average features differ in scale by stage; normalising them lets one
     # learning rate suit every stage without touching what the encoder exports.
     x = layers.LayerNormalization(dtype="float32", name="class_norm")(feats)
     logits = layers.Dense(int(n_classes), dtype="float32", name="class_logits")(x)
-    return keras.Model(feats, logits, name="class_head")
+    return keras.Model(feats, logits, name=name)

@@ -1,0 +1,97 @@
+"""Per-cell morphology statistics computed in the graph: regression targets for E's z.
+
+Why: nothing in the pair game or in view agreement asks E's z to keep how big, how
+bright, how spread out or how textured a cell is, and on plates whose treatments differ in
+exactly that E's z gains only ~+0.06 NSC over random weights while hand-made features
+(features.py) keep it by construction. A linear head that must predict a cell's summary
+statistics from z (as MaskFeat predicts HOG features of the image) makes z carry them. The
+statistics are taken from the cell as it is and E sees it under a random flip, rotation
+and shift, so z learns them independent of pose; every statistic is itself invariant to
+the 8 flips/rotations and to shifts (moments about the intensity centroid). They are
+computed per batch in TensorFlow, so any plate set works without a feature table.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+FOREGROUND = 0.05  # [0, 1] intensity above which a pixel belongs to a cell (crops are masked to black)
+PER_CHANNEL = ("area", "mean", "cell_mean", "cell_std", "spread", "elongation",
+               "edges_1", "edges_2", "edges_4")
+CHANNEL_PAIRS = ((0, 1), (0, 2), (1, 2))
+N_STATISTICS = 3 * len(PER_CHANNEL) + len(CHANNEL_PAIRS)
+_EPS = 1e-6
+
+
+def _safe_div(a, b):
+    return a / (b + _EPS)
+
+
+def _moments(x):
+    """Intensity-weighted spread (mean squared distance from the centroid, in units of the
+    crop's side squared) and elongation ((l1 - l2) / (l1 + l2) of the second-moment
+    matrix) per image and channel. x: [B, H, W, C] in [0, 1]."""
+    size = tf.cast(tf.shape(x)[1], tf.float32)
+    coords = (tf.range(size) + 0.5) / size
+    ys, xs = coords[None, :, None, None], coords[None, None, :, None]
+    total = tf.reduce_sum(x, axis=[1, 2])
+    cy = _safe_div(tf.reduce_sum(x * ys, axis=[1, 2]), total)
+    cx = _safe_div(tf.reduce_sum(x * xs, axis=[1, 2]), total)
+    dy, dx = ys - cy[:, None, None, :], xs - cx[:, None, None, :]
+    myy = _safe_div(tf.reduce_sum(x * dy * dy, axis=[1, 2]), total)
+    mxx = _safe_div(tf.reduce_sum(x * dx * dx, axis=[1, 2]), total)
+    mxy = _safe_div(tf.reduce_sum(x * dy * dx, axis=[1, 2]), total)
+    spread = myy + mxx
+    elongation = _safe_div(tf.sqrt((myy - mxx) ** 2 + 4.0 * mxy ** 2 + _EPS), spread)
+    return spread, elongation
+
+
+def _edges(x, cell):
+    """Absolute differences of neighbouring pixels, summed over the pairs that touch the
+    cell, per cell pixel: the fine texture (and outline) at x's scale. A pair counts when
+    either pixel is in the cell, so flips and rotations leave the sum unchanged."""
+    total = 0.0
+    for axis in (1, 2):
+        n = tf.shape(x)[axis] - 1
+        first, second = (tf.gather(t, tf.range(n), axis=axis) for t in (x, cell))
+        next_x, next_cell = (tf.gather(t, tf.range(1, n + 1), axis=axis) for t in (x, cell))
+        touching = tf.maximum(second, next_cell)
+        total += tf.reduce_sum(tf.abs(next_x - first) * touching, axis=[1, 2])
+    return _safe_div(total, tf.reduce_sum(cell, axis=[1, 2]))
+
+
+def _correlations(x):
+    """Pearson correlation of each stain pair's pixels: where the stains co-localise."""
+    flat = tf.reshape(x, [tf.shape(x)[0], -1, 3])
+    centred = flat - tf.reduce_mean(flat, axis=1, keepdims=True)
+    norm = tf.sqrt(tf.reduce_sum(centred ** 2, axis=1) + _EPS)
+    return tf.stack([tf.reduce_sum(centred[..., i] * centred[..., j], axis=1) / (norm[:, i] * norm[:, j])
+                     for i, j in CHANNEL_PAIRS], axis=1)
+
+
+def morphology_statistics(images):
+    """[B, N_STATISTICS] float32 statistics of cells in the networks' [-1, 1] scale (3
+    stains): per stain its area, mean, mean and spread of intensity inside the cell, the
+    spread and elongation of its intensity about the centroid, its edges at 1, 2 and 4 px
+    scales; then the stains' pairwise correlations. No gradient flows through them."""
+    x = tf.stop_gradient((tf.cast(images, tf.float32) + 1.0) * 0.5)
+    cell = tf.cast(x > FOREGROUND, tf.float32)
+    count = tf.reduce_sum(cell, axis=[1, 2])
+    cell_mean = _safe_div(tf.reduce_sum(x * cell, axis=[1, 2]), count)
+    cell_var = _safe_div(tf.reduce_sum(cell * (x - cell_mean[:, None, None, :]) ** 2, axis=[1, 2]), count)
+    spread, elongation = _moments(x)
+    edges = []
+    for factor in (1, 2, 4):
+        pooled = x if factor == 1 else tf.nn.avg_pool2d(x, factor, factor, "VALID")
+        pooled_cell = tf.cast(pooled > FOREGROUND, tf.float32)
+        edges.append(_edges(pooled, pooled_cell))
+    per_channel = [tf.reduce_mean(cell, axis=[1, 2]), tf.reduce_mean(x, axis=[1, 2]), cell_mean,
+                   tf.sqrt(cell_var + _EPS), spread, elongation, *edges]
+    return tf.concat(per_channel + [_correlations(x)], axis=1)
+
+
+def standardized(statistics, clip=5.0):
+    """Each statistic as a z-score over the batch, clipped: one scale for all targets, so
+    no statistic's units decide the head's loss (a batch of 64 estimates the scale well)."""
+    mean, var = tf.nn.moments(statistics, axes=[0], keepdims=True)
+    return tf.clip_by_value((statistics - mean) / (tf.sqrt(var) + _EPS), -clip, clip)
