@@ -230,6 +230,8 @@ VARIANTS = {
     "bigan-morph": {"arch": "bigan", "augment": "none", "morphology_weight": 1.0},
     "bigan-ssl-z-w3-morph": {**BIGAN_SSL, "ssl_weight": 3.0, "morphology_weight": 1.0},
     "bigan-ssl-z-w3-morph3": {**BIGAN_SSL, "ssl_weight": 3.0, "morphology_weight": 3.0},
+    "bigan-ssl-z-w3-morphtex": {**BIGAN_SSL, "ssl_weight": 3.0, "morphology_weight": 1.0,
+                                "morphology_statistics": "shape-texture"},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")

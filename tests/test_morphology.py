@@ -12,8 +12,8 @@ import tensorflow as tf
 from cytogan_tf.errors import ConfigError
 from cytogan_tf.export import export_run, read_export_metadata
 from cytogan_tf.models import build_gan, make_optimizers
-from cytogan_tf.models.morphology import (N_STATISTICS, PER_CHANNEL, morphology_statistics,
-                                          standardized)
+from cytogan_tf.models.morphology import (N_STATISTICS, PER_CHANNEL, TEXTURE_PER_CHANNEL,
+                                          morphology_statistics, n_statistics, standardized)
 from cytogan_tf.training import load_run, train
 
 from training_helpers import tiny_config, write_tiny_shards
@@ -61,6 +61,25 @@ def test_statistics_ignore_the_cells_pose():
         np.testing.assert_allclose(moved[:, keep], base[:, keep], atol=1e-4)
 
 
+def test_texture_statistics_tell_fibres_spots_and_haze_apart():
+    rng = np.random.default_rng(0)
+    disk = (YY - 16) ** 2 + (XX - 16) ** 2 < 12 ** 2
+    patterns = {"fibres": 0.5 + 0.3 * np.sin(XX * 1.2), "flat": np.full((SIZE, SIZE), 0.5),
+                "spots": 0.4 + 0.5 * (rng.random((SIZE, SIZE)) > 0.93),
+                "haze": 0.5 + 0.1 * rng.standard_normal((SIZE, SIZE))}
+    imgs = np.stack([np.stack([np.where(disk, p, 0.0)] * 3, -1) for p in patterns.values()])
+    stats = morphology_statistics(tf.constant(imgs * 2.0 - 1.0, tf.float32), "shape-texture").numpy()
+    assert stats.shape == (4, n_statistics("shape-texture")) == (4, N_STATISTICS + 12)
+    named = dict(zip(patterns, stats))
+    at = {n: 3 * (len(PER_CHANNEL) + i) for i, n in enumerate(TEXTURE_PER_CHANNEL)}
+    assert named["fibres"][at["coherence"]] > 0.9 > 0.5 > named["haze"][at["coherence"]]
+    assert named["flat"][at["coherence"]] == pytest.approx(0.0, abs=1e-3)  # no edges inside
+    assert named["spots"][at["spots"]] > 0.03 > named["flat"][at["spots"]]
+    assert named["flat"][at["granularity_3"]] < named["haze"][at["granularity_3"]]
+    with pytest.raises(ValueError, match="shape-texture"):
+        morphology_statistics(tf.constant(imgs, tf.float32), "texture")
+
+
 def test_standardized_targets_are_batch_z_scores_and_clipped():
     stats = tf.constant([[0.0, 5.0], [1.0, 5.0], [2.0, 5.0], [1000.0, 5.0]])
     z = standardized(stats, clip=1.5).numpy()
@@ -87,6 +106,7 @@ def test_bigan_morphology_head_learns_with_g_and_e():
 @pytest.mark.parametrize("cfg,message", [
     ({"arch": "bigan", "morphology_weight": -1}, "model.morphology_weight"),
     ({"arch": "bigan", "morphology_weight": True}, "model.morphology_weight"),
+    ({"arch": "bigan", "morphology_statistics": "haralick"}, "model.morphology_statistics"),
     ({"arch": "lsgan", "morphology_weight": 1.0}, "unknown key"),
 ])
 def test_bad_morphology_options_are_config_errors(cfg, message):

@@ -29,7 +29,8 @@ _ARCH_KEYS = {
     "lsgan": _D_HEAD_KEYS,
     "wgan": {"n_critic", "gp_weight", "critic_norm"} | _D_HEAD_KEYS,
     "began": {"gamma", "lambda_k", "k_init"},
-    "bigan": ({"recon_weight", "recon_space", "ssl_views", "latent_from", "morphology_weight"}
+    "bigan": ({"recon_weight", "recon_space", "ssl_views", "latent_from", "morphology_weight",
+               "morphology_statistics"}
               | _SSL_KEYS | _WEAK_KEYS | {"head_features"}),
 }
 DEFAULT_WIDTHS = [256, 128, 64, 32]
@@ -76,6 +77,11 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
     if arch == "bigan":
         _check_weight(cfg, "recon_weight", 0.0, " (0: plain BiGAN)")
         _check_weight(cfg, "morphology_weight", 0.0, " (0: no morphology head on z)")
+        from .morphology import STATISTIC_SETS
+
+        which = cfg.get("morphology_statistics", "shape")
+        _check(which in STATISTIC_SETS,
+               f"model.morphology_statistics: {which!r} must be one of {', '.join(STATISTIC_SETS)}")
         from .bigan import LATENT_FROM
 
         latent_from = cfg.get("latent_from", "flatten")

@@ -128,7 +128,8 @@ class BiGAN(BaseGAN):
     def __init__(self, generator, discriminator, encoder, *, latent_encoder, recon_weight=0.0,
                  recon_space="pixels", image_stages=None, encoder_trunk=None,
                  encoder_ssl_weight=1.0, encoder_ssl_views="window", encoder_class_head=None,
-                 encoder_weak_weight=1.0, morphology_weight=0.0, **kwargs):
+                 encoder_weak_weight=1.0, morphology_weight=0.0, morphology_statistics="shape",
+                 **kwargs):
         self.recon_weight = float(recon_weight)
         if self.recon_weight > 0:
             self.metric_names = self.metric_names + ("recon_loss",)
@@ -153,12 +154,14 @@ class BiGAN(BaseGAN):
         self.encoder_ssl_views = encoder_ssl_views
         # E's morphology head (morphology_weight > 0): z predicts each cell's statistics.
         self.encoder_morphology_head = None
+        self.morphology_statistics = morphology_statistics
         if self.morphology_weight > 0:
             from .class_head import build_class_head
-            from .morphology import N_STATISTICS
+            from .morphology import n_statistics
 
             self.encoder_morphology_head = build_class_head(
-                int(latent_encoder.outputs[0].shape[-1]), N_STATISTICS, name="morphology_head")
+                int(latent_encoder.outputs[0].shape[-1]), n_statistics(morphology_statistics),
+                name="morphology_head")
         self.encoder_head = None
         if encoder_trunk is not None:
             from .ssl_head import build_projection_head
@@ -170,7 +173,7 @@ class BiGAN(BaseGAN):
                            recon_space="pixels", ssl="none", ssl_weight=1.0, ssl_temperature=0.2,
                            ssl_objective="nt-xent", head_features="latent", ssl_views="window",
                            latent_from="flatten", weak_labels="none", weak_weight=1.0, n_classes=0,
-                           morphology_weight=0.0):
+                           morphology_weight=0.0, morphology_statistics="shape"):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         latent_encoder, embed, trunk = build_latent_encoder(
             image_size, widths, latent_dim, readout=readout, views=views,
@@ -190,7 +193,8 @@ class BiGAN(BaseGAN):
                    encoder_ssl_weight=ssl_weight, encoder_ssl_views=ssl_views,
                    ssl_temperature=ssl_temperature, ssl_objective=ssl_objective,
                    encoder_class_head=class_head, encoder_weak_weight=weak_weight,
-                   morphology_weight=morphology_weight)
+                   morphology_weight=morphology_weight,
+                   morphology_statistics=morphology_statistics)
 
     @property
     def g_variables(self):
@@ -281,7 +285,7 @@ class BiGAN(BaseGAN):
         from .augment import diff_augment
         from .morphology import morphology_statistics, standardized
 
-        targets = standardized(morphology_statistics(real))
+        targets = standardized(morphology_statistics(real, self.morphology_statistics))
         z = self.latent_encoder(diff_augment(real, self._stateless_seed()), training=True)
         predictions = self.encoder_morphology_head(tf.cast(z, tf.float32), training=True)
         return losses.regression_loss(predictions, targets)

@@ -19,8 +19,20 @@ FOREGROUND = 0.05  # [0, 1] intensity above which a pixel belongs to a cell (cro
 PER_CHANNEL = ("area", "mean", "cell_mean", "cell_std", "spread", "elongation",
                "edges_1", "edges_2", "edges_4")
 CHANNEL_PAIRS = ((0, 1), (0, 2), (1, 2))
-N_STATISTICS = 3 * len(PER_CHANNEL) + len(CHANNEL_PAIRS)
+# The "shape-texture" set adds, per stain, CellProfiler-granularity-like band-pass energy at
+# two scales, how aligned the stain's edges are (fibres against haze) and how many bright
+# spots it has per cell pixel (puncta).
+TEXTURE_PER_CHANNEL = ("granularity_3", "granularity_7", "coherence", "spots")
+STATISTIC_SETS = ("shape", "shape-texture")
 _EPS = 1e-6
+
+
+def n_statistics(which: str = "shape") -> int:
+    per_channel = PER_CHANNEL + (TEXTURE_PER_CHANNEL if which == "shape-texture" else ())
+    return 3 * len(per_channel) + len(CHANNEL_PAIRS)
+
+
+N_STATISTICS = n_statistics("shape")
 
 
 def _safe_div(a, b):
@@ -69,11 +81,39 @@ def _correlations(x):
                      for i, j in CHANNEL_PAIRS], axis=1)
 
 
-def morphology_statistics(images):
+def _cell_mean(values, cell):
+    return _safe_div(tf.reduce_sum(values * cell, axis=[1, 2]), tf.reduce_sum(cell, axis=[1, 2]))
+
+
+def _texture(x, cell, cell_mean):
+    """Per stain: band-pass energy |x - its k x k box blur| at k = 3 and 7, the structure
+    tensor's coherence ((l1 - l2) / (l1 + l2) of the 5 x 5 smoothed gradient products,
+    averaged by edge energy: 1 where all edges run one way), and 3 x 3 local maxima brighter than 1.2x the cell's
+    mean per cell pixel. All invariant to flips and right-angle rotations."""
+    grains = [_cell_mean(tf.abs(x - tf.nn.avg_pool2d(x, k, 1, "SAME")), cell) for k in (3, 7)]
+    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    gy = (padded[:, 2:, 1:-1] - padded[:, :-2, 1:-1]) * 0.5
+    gx = (padded[:, 1:-1, 2:] - padded[:, 1:-1, :-2]) * 0.5
+    jyy, jxx, jxy = (tf.nn.avg_pool2d(t, 5, 1, "SAME") for t in (gy * gy, gx * gx, gy * gx))
+    # Weighted by edge energy (flat regions have no direction), inside the cell eroded by
+    # the tensor's 5 px window so that the outline's edges do not count.
+    interior = -tf.nn.max_pool2d(-cell, 7, 1, "SAME")
+    aligned = tf.sqrt(tf.maximum((jyy - jxx) ** 2 + 4.0 * jxy ** 2, 0.0))
+    coherence = _safe_div(tf.reduce_sum(aligned * interior, axis=[1, 2]),
+                          tf.reduce_sum((jyy + jxx) * interior, axis=[1, 2]))
+    peaks = tf.cast(tf.equal(x, tf.nn.max_pool2d(x, 3, 1, "SAME")), tf.float32)
+    bright = tf.cast(x > 1.2 * cell_mean[:, None, None, :], tf.float32)
+    return grains + [coherence, _cell_mean(peaks * bright, cell)]
+
+
+def morphology_statistics(images, which: str = "shape"):
     """[B, N_STATISTICS] float32 statistics of cells in the networks' [-1, 1] scale (3
     stains): per stain its area, mean, mean and spread of intensity inside the cell, the
     spread and elongation of its intensity about the centroid, its edges at 1, 2 and 4 px
-    scales; then the stains' pairwise correlations. No gradient flows through them."""
+    scales (`which` = "shape-texture" adds `_texture`'s four); then the stains' pairwise
+    correlations. No gradient flows through them."""
+    if which not in STATISTIC_SETS:
+        raise ValueError(f"morphology statistics {which!r}: one of {', '.join(STATISTIC_SETS)}")
     x = tf.stop_gradient((tf.cast(images, tf.float32) + 1.0) * 0.5)
     cell = tf.cast(x > FOREGROUND, tf.float32)
     count = tf.reduce_sum(cell, axis=[1, 2])
@@ -87,6 +127,8 @@ def morphology_statistics(images):
         edges.append(_edges(pooled, pooled_cell))
     per_channel = [tf.reduce_mean(cell, axis=[1, 2]), tf.reduce_mean(x, axis=[1, 2]), cell_mean,
                    tf.sqrt(cell_var + _EPS), spread, elongation, *edges]
+    if which == "shape-texture":
+        per_channel += _texture(x, cell, cell_mean)
     return tf.concat(per_channel + [_correlations(x)], axis=1)
 
 
