@@ -13,6 +13,9 @@ TINY = ["--steps", "3", "--quiet", "--seed", "1",
 
 def test_demo_runs_the_whole_study(tmp_path):
     from cytogan_tf.cli.main import cli
+    from cytogan_tf.config import load_config
+
+    arch = load_config("demo")["demo"]["arch"]  # the default the benchmark picked
 
     out = tmp_path / "demo"
     runner = CliRunner()
@@ -31,9 +34,9 @@ def test_demo_runs_the_whole_study(tmp_path):
     moas = set(pd.read_parquet(out / "shards" / "cells.parquet")["Metadata_MOA"]) - {"DMSO"}
     strips = sorted((out / "figures").glob("arithmetic_*.png"))
     assert len(strips) == len(moas) and Image.open(strips[0]).size[0] > 6 * 32
-    assert (out / "exported" / "demo-lsgan-generator" / "1" / "saved_model.pb").is_file()
+    assert (out / "exported" / f"demo-{arch}-generator" / "1" / "saved_model.pb").is_file()
     assert (out / "exported" / "models.config").is_file()
-    run = json.loads((out / "run-lsgan" / "run.json").read_text())
+    run = json.loads((out / f"run-{arch}" / "run.json").read_text())
     assert run["step"] == 3
     assert "combined" in text
     for label in ("encoder", "handcrafted", "combined"):
@@ -53,11 +56,9 @@ def test_demo_runs_the_whole_study(tmp_path):
     assert again.exit_code == 0, again.output
     assert "already trained to step 3" in again.output and "0 img/s" not in again.output
     assert "reusing version 1" in again.output
-    assert not (out / "exported" / "demo-lsgan-generator" / "2").exists()
+    assert not (out / "exported" / f"demo-{arch}-generator" / "2").exists()
 
     # plates simulated with one seed are not silently reused for another
-    from cytogan_tf.config import load_config
-
     preset = load_config("demo")["demo"]["synth_preset"]
     (out / "demo.json").write_text(json.dumps({"seed": 1, "synth_preset": preset}))
     other = runner.invoke(cli, ["demo", "--out", str(out), *TINY[:3], "--seed", "2", *TINY[5:]])

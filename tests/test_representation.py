@@ -365,7 +365,12 @@ def test_bigan_config_takes_the_encoder_head_options_from_the_command_line():
     gan = build_gan({**cfg["model"], **TINY}, seed=0)
     assert gan.encoder_head is not None and "ssl_loss" in gan.trackers
     assert (gan.encoder_ssl_views, gan.encoder_ssl_weight) == ("strong", 0.5)
-    assert build_gan({**load_config("bigan")["model"], **TINY}, seed=0).encoder_head is None
+    default = build_gan({**load_config("bigan")["model"], **TINY}, seed=0)
+    # the config's default: E's contrastive head at weight 3 and the morphology head
+    assert default.encoder_head is not None and default.encoder_ssl_weight == 3.0
+    assert default.encoder_morphology_head is not None
+    plain = {**load_config("bigan")["model"], **TINY, "ssl": "none", "morphology_weight": 0.0}
+    assert build_gan(plain, seed=0).encoder_head is None
 
 
 def test_recon_space_names_pixels_or_features():
