@@ -272,22 +272,25 @@ class BiGAN(BaseGAN):
         """Cross-entropy of E's z, through the linear class head, against each real cell's
         weak label; each cell under a random flip, rotation and shift (augment.diff_augment),
         so E cannot learn the labels by a cell's pixels at one pose (~2k cells)."""
+        logits = self.encoder_class_head(self._z_of_moved(real), training=True)
+        return losses.classification_loss(logits, labels)
+
+    def _z_of_moved(self, real):
+        """E's float32 z of each real cell under a random flip, rotation and shift
+        (augment.diff_augment): what E's class and morphology heads read."""
         from .augment import diff_augment
 
         z = self.latent_encoder(diff_augment(real, self._stateless_seed()), training=True)
-        logits = self.encoder_class_head(tf.cast(z, tf.float32), training=True)
-        return losses.classification_loss(logits, labels)
+        return tf.cast(z, tf.float32)
 
     def _encoder_morphology_loss(self, real):
         """Squared error of E's z, through the linear morphology head, against each real
         cell's standardized statistics (models/morphology.py), taken from the cell as it
         is while E sees it under a random flip, rotation and shift."""
-        from .augment import diff_augment
         from .morphology import morphology_statistics, standardized
 
         targets = standardized(morphology_statistics(real, self.morphology_statistics))
-        z = self.latent_encoder(diff_augment(real, self._stateless_seed()), training=True)
-        predictions = self.encoder_morphology_head(tf.cast(z, tf.float32), training=True)
+        predictions = self.encoder_morphology_head(self._z_of_moved(real), training=True)
         return losses.regression_loss(predictions, targets)
 
     def _cycle_loss(self, real, reconstructed):

@@ -116,9 +116,8 @@ def morphology_statistics(images, which: str = "shape"):
         raise ValueError(f"morphology statistics {which!r}: one of {', '.join(STATISTIC_SETS)}")
     x = tf.stop_gradient((tf.cast(images, tf.float32) + 1.0) * 0.5)
     cell = tf.cast(x > FOREGROUND, tf.float32)
-    count = tf.reduce_sum(cell, axis=[1, 2])
-    cell_mean = _safe_div(tf.reduce_sum(x * cell, axis=[1, 2]), count)
-    cell_var = _safe_div(tf.reduce_sum(cell * (x - cell_mean[:, None, None, :]) ** 2, axis=[1, 2]), count)
+    cell_mean = _cell_mean(x, cell)
+    cell_var = _cell_mean((x - cell_mean[:, None, None, :]) ** 2, cell)
     spread, elongation = _moments(x)
     edges = []
     for factor in (1, 2, 4):
