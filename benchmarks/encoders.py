@@ -232,6 +232,11 @@ VARIANTS = {
     "bigan-ssl-z-w3-morph3": {**BIGAN_SSL, "ssl_weight": 3.0, "morphology_weight": 3.0},
     "bigan-ssl-z-w3-morphtex": {**BIGAN_SSL, "ssl_weight": 3.0, "morphology_weight": 1.0,
                                 "morphology_statistics": "shape-texture"},
+    # E's z predicts each cell's hand-made features (features.py) instead.
+    "bigan-hand": {"arch": "bigan", "augment": "none", "morphology_weight": 1.0,
+                   "morphology_statistics": "hand-made"},
+    "bigan-ssl-z-w3-hand": {**BIGAN_SSL, "ssl_weight": 3.0, "morphology_weight": 1.0,
+                            "morphology_statistics": "hand-made"},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")
