@@ -22,16 +22,17 @@ _SSL_KEYS = {"ssl", "ssl_weight", "ssl_temperature", "ssl_objective"}
 # Weak treatment labels (data/labels.py, models/class_head.py); `train` sets n_classes
 # from the shards.
 _WEAK_KEYS = {"weak_labels", "weak_weight", "n_classes"}
+# A morphology head: features predict each cell's statistics (models/morphology.py).
+_MORPHOLOGY_KEYS = {"morphology_weight", "morphology_statistics"}
 # Which of D's pooled features the heads train on (networks.HEAD_FEATURES).
-_D_HEAD_KEYS = _SSL_KEYS | _WEAK_KEYS | {"head_features"}
+_D_HEAD_KEYS = _SSL_KEYS | _WEAK_KEYS | _MORPHOLOGY_KEYS | {"head_features"}
 _ARCH_KEYS = {
     "dcgan": _D_HEAD_KEYS,
     "lsgan": _D_HEAD_KEYS,
     "wgan": {"n_critic", "gp_weight", "critic_norm"} | _D_HEAD_KEYS,
     "began": {"gamma", "lambda_k", "k_init"},
-    "bigan": ({"recon_weight", "recon_space", "ssl_views", "latent_from", "morphology_weight",
-               "morphology_statistics"}
-              | _SSL_KEYS | _WEAK_KEYS | {"head_features"}),
+    "bigan": ({"recon_weight", "recon_space", "ssl_views", "latent_from"}
+              | _SSL_KEYS | _WEAK_KEYS | _MORPHOLOGY_KEYS | {"head_features"}),
 }
 DEFAULT_WIDTHS = [256, 128, 64, 32]
 
@@ -76,12 +77,6 @@ def build_gan(model_cfg: Mapping[str, Any], *, seed: int | None = None):
         _check(int(cfg.get("n_critic", 5)) >= 1, "model.n_critic: must be >= 1")
     if arch == "bigan":
         _check_weight(cfg, "recon_weight", 0.0, " (0: plain BiGAN)")
-        _check_weight(cfg, "morphology_weight", 0.0, " (0: no morphology head on z)")
-        from .morphology import STATISTIC_SETS
-
-        which = cfg.get("morphology_statistics", "shape")
-        _check(which in STATISTIC_SETS,
-               f"model.morphology_statistics: {which!r} must be one of {', '.join(STATISTIC_SETS)}")
         from .bigan import LATENT_FROM
 
         latent_from = cfg.get("latent_from", "flatten")
@@ -164,6 +159,12 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     _check(weak == "none" or weak in LABEL_KINDS,
            f"model.weak_labels: {weak!r} must be one of none, {', '.join(LABEL_KINDS)}")
     _check_weight(cfg, "weak_weight", 1.0)
+    _check_weight(cfg, "morphology_weight", 0.0, " (0: no morphology head)")
+    from .morphology import STATISTIC_SETS
+
+    which = cfg.get("morphology_statistics", "shape")
+    _check(which in STATISTIC_SETS,
+           f"model.morphology_statistics: {which!r} must be one of {', '.join(STATISTIC_SETS)}")
     n_classes = cfg.get("n_classes", 0)
     _check(weak == "none" or (isinstance(n_classes, int) and n_classes >= 2),
            f"model.n_classes: {n_classes!r}; weak_labels={weak} needs the number of classes "

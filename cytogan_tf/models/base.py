@@ -51,6 +51,8 @@ class BaseGAN(keras.Model):
         weak_weight: float = 1.0,
         n_classes: int = 0,
         head_blocks=None,
+        morphology_weight: float = 0.0,
+        morphology_statistics: str = "shape",
     ):
         super().__init__(name=name or arch)
         self.generator = generator
@@ -98,8 +100,22 @@ class BaseGAN(keras.Model):
             if self.n_classes < 2:
                 raise ValueError(f"{arch}: weak labels need n_classes >= 2, got {n_classes}")
             self.class_head = build_class_head(int(trunk.outputs[1].shape[-1]), self.n_classes)
+        # A morphology head (models/morphology.py): the same pooled features of each real
+        # cell under a random flip, rotation and shift predict the cell's statistics.
+        self.morphology_weight = float(morphology_weight)
+        self.morphology_statistics = morphology_statistics
+        self.morphology_head = None
+        if self.morphology_weight > 0:
+            from .class_head import build_class_head
+            from .morphology import n_statistics
+            if trunk is None:
+                raise ValueError(f"{arch}: a morphology head needs a discriminator trunk")
+            self.morphology_head = build_class_head(int(trunk.outputs[1].shape[-1]),
+                                                    n_statistics(morphology_statistics),
+                                                    name="morphology_head")
         names = (self.metric_names + (("ssl_loss",) if self.ssl_head is not None else ())
-                 + (("class_loss",) if self.class_head is not None else ()))
+                 + (("class_loss",) if self.class_head is not None else ())
+                 + (("morphology_loss",) if self.morphology_head is not None else ()))
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.g_optimizer = None
         self.d_optimizer = None
@@ -163,7 +179,8 @@ class BaseGAN(keras.Model):
         return [v for head in self._d_heads().values() for v in head.trainable_variables]
 
     def _d_heads(self) -> dict:
-        heads = {"ssl_head": self.ssl_head, "class_head": self.class_head}
+        heads = {"ssl_head": self.ssl_head, "class_head": self.class_head,
+                 "morphology_head": self.morphology_head}
         return {k: h for k, h in heads.items() if h is not None}
 
     def extra_networks(self) -> dict:
@@ -355,6 +372,7 @@ class BaseGAN(keras.Model):
                 extra["ssl_loss"] = self._mean_contrastive([(proj_a, proj_b)])
         if self.class_head is not None:
             extra["class_loss"] = self._class_loss(real_feats, labels)
+        self._add_morphology_loss(real, extra)
         return logits[0], logits[1], extra
 
     def _discriminate_block_views(self, real, fake, labels=None):
@@ -373,6 +391,7 @@ class BaseGAN(keras.Model):
             [(proj[2 * k][:, k], proj[2 * k + 1][:, k]) for k in range(len(pairs))])}
         if self.class_head is not None:
             extra["class_loss"] = self._class_loss(real_feats, labels)
+        self._add_morphology_loss(real, extra)
         return logits[2 * len(pairs) - 2], logits[-1], extra
 
     def _trunk_views(self, views):
@@ -395,6 +414,19 @@ class BaseGAN(keras.Model):
         class_logits = self.class_head(tf.concat(real_feats, axis=0), training=True)
         return losses.classification_loss(class_logits, tf.tile(labels, [len(real_feats)]))
 
+    def _add_morphology_loss(self, real, extra: dict):
+        """With a morphology head, extra["morphology_loss"]: D's pooled features of each
+        whole real cell under a random flip, rotation and shift (its own trunk pass: D's
+        views are windows, which hide the cell's size) against the cell's statistics."""
+        if self.morphology_head is None:
+            return
+        from .augment import diff_augment
+        from .morphology import head_loss
+
+        _, pooled = self.trunk(diff_augment(real, self._stateless_seed()), training=True)
+        extra["morphology_loss"] = head_loss(self.morphology_head, tf.cast(pooled, tf.float32),
+                                             real, self.morphology_statistics)
+
     def _representation_loss(self, extra: dict):
         """What `_discriminate`'s representation losses add to D's loss: their weighted
         sum, or 0 when the heads train under their own optimizer (`_discriminator_update`)."""
@@ -409,6 +441,8 @@ class BaseGAN(keras.Model):
             total += self.ssl_weight * extra["ssl_loss"]
         if "class_loss" in extra:
             total += self.weak_weight * extra["class_loss"]
+        if "morphology_loss" in extra:
+            total += self.morphology_weight * extra["morphology_loss"]
         return total
 
     def extra_state(self) -> dict:

@@ -137,10 +137,11 @@ class BiGAN(BaseGAN):
             self.metric_names = self.metric_names + ("ssl_loss",)
         if encoder_class_head is not None:
             self.metric_names = self.metric_names + ("class_loss",)
-        self.morphology_weight = float(morphology_weight)
-        if self.morphology_weight > 0:
+        if float(morphology_weight) > 0:
             self.metric_names = self.metric_names + ("morphology_loss",)
         super().__init__(generator, discriminator, encoder, **kwargs)
+        # E's morphology head, not BaseGAN's on D's features (set after BaseGAN's own).
+        self.morphology_weight = float(morphology_weight)
         # E's weak-label head (on z; G and E's optimizer trains it, not D's as in BaseGAN).
         self.encoder_class_head = encoder_class_head
         self.encoder_weak_weight = float(encoder_weak_weight)
@@ -287,11 +288,10 @@ class BiGAN(BaseGAN):
         """Squared error of E's z, through the linear morphology head, against each real
         cell's standardized statistics (models/morphology.py), taken from the cell as it
         is while E sees it under a random flip, rotation and shift."""
-        from .morphology import morphology_statistics, standardized
+        from .morphology import head_loss
 
-        targets = standardized(morphology_statistics(real, self.morphology_statistics))
-        predictions = self.encoder_morphology_head(self._z_of_moved(real), training=True)
-        return losses.regression_loss(predictions, targets)
+        return head_loss(self.encoder_morphology_head, self._z_of_moved(real), real,
+                         self.morphology_statistics)
 
     def _cycle_loss(self, real, reconstructed):
         """The cycle term in pixels, or on D's image stages (the mean of each stage's L1;

@@ -155,6 +155,16 @@ def _hand_made(x):
     return out
 
 
+def head_loss(head, features, real, which: str = "shape"):
+    """Squared error of `head(features)` against the standardized statistics of the real
+    cells `features` were taken from (any number of views of the batch, stacked)."""
+    from ..losses import regression_loss
+
+    targets = standardized(morphology_statistics(real, which))
+    targets = tf.tile(targets, [tf.shape(features)[0] // tf.shape(targets)[0], 1])
+    return regression_loss(head(features, training=True), targets)
+
+
 def standardized(statistics, clip=5.0):
     """Each statistic as a z-score over the batch, clipped: one scale for all targets, so
     no statistic's units decide the head's loss (a batch of 64 estimates the scale well)."""
