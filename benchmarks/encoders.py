@@ -39,6 +39,9 @@ WINDOW = {"augment": "window", "ssl": "contrastive", "head_features": "texture"}
 # BiGAN with E's own contrastive head on z (two windows of each real cell), the base of
 # the bigan-ssl-* variants.
 BIGAN_SSL = {"arch": "bigan", "augment": "none", "ssl": "contrastive", "head_features": "latent"}
+# The configs' values of keys whose defaults have since changed, as every earlier variant
+# was measured with them.
+PINNED = {"bigan": {"ssl": "none", "ssl_weight": 1.0, "morphology_weight": 0.0}}
 VARIANTS = {
     "lsgan": {"arch": "lsgan", **PLAIN},
     "lsgan-aug": {"arch": "lsgan", **PLAIN, "augment": "diff"},
@@ -146,6 +149,8 @@ VARIANTS = {
     "dcgan-ssl": {"arch": "dcgan", **SSL},
     "wgan-ssl": {"arch": "wgan", **SSL},
     "bigan": {"arch": "bigan", "augment": "none"},
+    # configs/bigan.toml as shipped, whatever it holds now.
+    "bigan-shipped": {"arch": "bigan", "shipped": True},
     "bigan-aug": {"arch": "bigan", "augment": "diff"},
     # ALICE's cycle term: G(E(x)) must reconstruct x (L1), weighted 1 or 10 against the
     # pair game, so E learns from every pixel of every real cell.
@@ -232,6 +237,13 @@ VARIANTS = {
     "bigan-ssl-z-w3-morph3": {**BIGAN_SSL, "ssl_weight": 3.0, "morphology_weight": 3.0},
     "bigan-ssl-z-w3-morphtex": {**BIGAN_SSL, "ssl_weight": 3.0, "morphology_weight": 1.0,
                                 "morphology_statistics": "shape-texture"},
+    # The LSGAN default with a morphology head on D's texture readout (trained with the
+    # contrastive head by the head optimizer): the readout must keep each whole cell's
+    # statistics, which the windows' task discards (size, brightness).
+    "lsgan-default-morph": {"arch": "lsgan", **WINDOW, "morphology_weight": 1.0,
+                            "train": {"head_lr": 3e-4}},
+    "lsgan-default-hand": {"arch": "lsgan", **WINDOW, "morphology_weight": 1.0,
+                           "morphology_statistics": "hand-made", "train": {"head_lr": 3e-4}},
     # E's z predicts each cell's hand-made features (features.py) instead.
     "bigan-hand": {"arch": "bigan", "augment": "none", "morphology_weight": 1.0,
                    "morphology_statistics": "hand-made"},
@@ -376,6 +388,11 @@ def model_config(variant: str, crop: int, steps: int | None):
     # head_lr 0 unless the variant sets it: the configs' default rate changes no row.
     train_over = {"head_lr": 0.0, **over.pop("train", {})}
     cfg = load_config(over["arch"])
+    if over.pop("shipped", False) is False:
+        # Every variant names what it adds to the arch as first measured, so a later change
+        # of a config's defaults changes no variant's meaning (configs/bigan.toml moved to
+        # E's contrastive and morphology heads on 2026-12-07).
+        cfg["model"].update(PINNED.get(over["arch"], {}))
     demo = load_config("demo")
     cfg["model"].update(demo["model"])
     cfg["model"].update(over, image_size=crop)
