@@ -388,7 +388,7 @@ def model_config(variant: str, crop: int, steps: int | None):
     # head_lr 0 unless the variant sets it: the configs' default rate changes no row.
     train_over = {"head_lr": 0.0, **over.pop("train", {})}
     cfg = load_config(over["arch"])
-    if over.pop("shipped", False) is False:
+    if not over.pop("shipped", False):
         # Every variant names what it adds to the arch as first measured, so a later change
         # of a config's defaults changes no variant's meaning (configs/bigan.toml moved to
         # E's contrastive and morphology heads on 2026-12-07).

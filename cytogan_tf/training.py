@@ -578,8 +578,8 @@ def _head_optimizer(gan, tcfg):
     h_opt = make_head_optimizer(tcfg)
     if h_opt is not None and not gan._d_heads():
         raise ConfigError(f"train.head_lr = {tcfg['head_lr']}: this model has no discriminator "
-                          "head to train (set model.ssl or model.weak_labels, or "
-                          "--set train.head_lr=0)")
+                          "head to train (set model.ssl, model.weak_labels or "
+                          "model.morphology_weight, or --set train.head_lr=0)")
     return h_opt
 
 
