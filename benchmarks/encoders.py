@@ -249,6 +249,17 @@ VARIANTS = {
                    "morphology_statistics": "hand-made"},
     "bigan-ssl-z-w3-hand": {**BIGAN_SSL, "ssl_weight": 3.0, "morphology_weight": 1.0,
                             "morphology_statistics": "hand-made"},
+    # Weak labels at the level of a profile (losses.set_contrast_loss): batches hold runs
+    # of 8 cells of one treatment (or compound); the mean of one half of a run must pick
+    # the other half's mean among the batch's. Whole cells, not windows.
+    "lsgan-default-set": {"arch": "lsgan", **WINDOW, "weak_labels": "treatment",
+                          "weak_objective": "set", "train": {"head_lr": 3e-4}},
+    "lsgan-default-set-compound": {"arch": "lsgan", **WINDOW, "weak_labels": "compound",
+                                   "weak_objective": "set", "train": {"head_lr": 3e-4}},
+    "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
+                          "weak_objective": "set"},
+    "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",
+                                   "weak_objective": "set"},
     "began": {"arch": "began"},
 }
 READOUTS = ("hidden", "multiscale", "texture")

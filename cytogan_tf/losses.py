@@ -179,6 +179,35 @@ def classification_loss(logits, labels):
         tf.cast(labels, tf.int32), _f32(logits)))
 
 
+# --- weak labels at the level of a profile ----------------------------------------------
+# Why sets, not cells: a profile is the mean of a well's cells, and one cell barely says
+# which treatment it got (a linear class head on ~35 cells per treatment stays near
+# chance, docs/learned-encoders.md), while the mean of a few cells does. Written here
+# because no library ships a contrastive loss over set means with a class mask.
+def set_contrast_loss(projections, labels, group_size, temperature=0.2):
+    """NT-Xent between the mean projections of two halves of each run of `group_size`
+    cells of one class (the batch as data.pipeline's group_size orders it): each half's
+    mean must pick its other half among the batch's half-means. Halves of other runs of
+    the same class are left out of the denominator, not pushed away."""
+    proj = _f32(projections)
+    dim = tf.shape(proj)[-1]
+    half = group_size // 2
+    runs = tf.reshape(proj[:, None], [-1, group_size, dim])
+    a = tf.reduce_mean(runs[:, :half], axis=1)
+    b = tf.reduce_mean(runs[:, half:2 * half], axis=1)
+    run_labels = tf.reshape(labels, [-1, group_size])[:, 0]
+    z = tf.math.l2_normalize(tf.concat([a, b], axis=0), axis=1)
+    n = tf.shape(a)[0]
+    both = tf.concat([run_labels, run_labels], axis=0)
+    targets = tf.concat([tf.range(n, 2 * n), tf.range(0, n)], axis=0)
+    same_class = tf.equal(both[:, None], both[None, :])
+    is_target = tf.equal(tf.range(2 * n)[None, :], targets[:, None])
+    left_out = tf.logical_and(same_class, tf.logical_not(is_target))  # self included
+    logits = tf.matmul(z, z, transpose_b=True) / temperature
+    logits = tf.where(left_out, tf.fill(tf.shape(logits), -1e9), logits)
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
+
+
 def regression_loss(predictions, targets):
     """Mean squared error (E's morphology head against a cell's standardized statistics)."""
     return tf.reduce_mean(tf.square(_f32(predictions) - _f32(targets)))

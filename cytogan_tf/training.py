@@ -117,6 +117,7 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     cfg = with_train_defaults(cfg)
     tcfg = cfg["train"]
     weak = _weak_labels(cfg["model"], data_dir)  # before the resume check: sets n_classes
+    weak_group = _weak_group(cfg["model"], int(tcfg["batch_size"]))
     is_chief, worker_id = _chief_info(dist)
     # Only the chief owns the run dir; other workers may start after it has written it.
     previous = _check_run_dir(out, resume) if (is_chief or resume) else None
@@ -232,7 +233,7 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
 
     def dataset_from(step: int):
         ds = make_dataset(data_dir, batch_size, shuffle=True, augment=bool(tcfg["augment"]),
-                          seed=seed, repeat=True, labels=weak)
+                          seed=seed, repeat=True, labels=weak, group_size=weak_group)
         ds = ds.skip(step)
         if dataset_hook is not None:
             ds = dataset_hook(ds)
@@ -619,6 +620,18 @@ def _weak_labels(model_cfg: dict, data_dir):
                           f"{kind}s; drop n_classes (train sets it) or use the shards it came from")
     model_cfg["n_classes"] = weak.n_classes
     return weak
+
+
+def _weak_group(model_cfg: dict, batch_size: int):
+    """Cells per run of one class in a training batch for the set-level weak-label loss
+    (None for the class head): checked here, where the batch size is known."""
+    if model_cfg.get("weak_labels", "none") == "none" or model_cfg.get("weak_objective") != "set":
+        return None
+    group = int(model_cfg.get("weak_group", 8))
+    if batch_size % group or batch_size // group < 2:
+        raise ConfigError(f"model.weak_group: {group} cells per run must divide train.batch_size "
+                          f"({batch_size}) into at least 2 runs")
+    return group
 
 
 def with_train_defaults(cfg: Mapping[str, Any]) -> dict:

@@ -23,7 +23,7 @@ def count_cells(shards_dir: str | os.PathLike) -> int:
 
 def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=None,
                  repeat=True, with_metadata=False, drop_remainder=True, scale="tanh",
-                 shuffle_buffer=None, labels=None, shards=None):
+                 shuffle_buffer=None, labels=None, shards=None, group_size=None):
     """Batches of crops from a shards directory.
 
     Without metadata: image tensors [B,H,W,3] (`scale`: "tanh" float32 in [-1,1],
@@ -34,7 +34,9 @@ def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=No
     With `seed` set the stream (order and augmentation) is identical run to run.
     `labels` (a `data.labels.WeakLabels`) makes training batches (images, class index)
     pairs, the index looked up from each record's cell_id. `shards` (names) reads only
-    those shards of the directory, e.g. one per cluster task.
+    those shards of the directory, e.g. one per cluster task. `group_size` (with
+    `labels`) orders each training batch as runs of `group_size` cells of one class,
+    what the set-level weak-label loss (losses.set_contrast_loss) compares.
     """
     import tensorflow as tf
 
@@ -75,12 +77,16 @@ def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=No
         records = records.shuffle(max(1, buf), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         records = records.repeat()
-    batches = records.batch(int(batch_size), drop_remainder=drop_remainder)
 
     table = None
     if labels is not None and not with_metadata:
         from .labels import label_table
         table = label_table(labels)
+    if group_size:
+        if table is None:
+            raise DataError("group_size needs labels (training batches, not profiling)")
+        records = _grouped_by_class(records, table, int(group_size), int(batch_size))
+    batches = records.batch(int(batch_size), drop_remainder=drop_remainder)
 
     def parse(serialized):
         d = parse_batch(serialized, crop, n_channels, with_metadata=with_metadata or table is not None)
@@ -110,6 +116,27 @@ def make_dataset(shards_dir, batch_size, *, shuffle=True, augment=False, seed=No
     opts = tf.data.Options()
     opts.deterministic = True
     return ds.with_options(opts).prefetch(tf.data.AUTOTUNE)
+
+
+def _grouped_by_class(records, table, group_size: int, batch_size: int):
+    """Serialized records reordered into runs of `group_size` of one class (the order
+    within and between runs still the shuffle's), so a batch of `batch_size` holds
+    batch_size / group_size whole runs. tf.data's group_by_window does the bookkeeping;
+    only each record's cell_id is parsed here, the batch parse comes later."""
+    import tensorflow as tf
+
+    if group_size < 2 or group_size % 2 or batch_size % group_size or batch_size // group_size < 2:
+        raise DataError(f"group_size {group_size} must be even (two halves per run) and divide "
+                        f"the batch size {batch_size} into at least 2 runs")
+    spec = {"cell_id": tf.io.FixedLenFeature([], tf.int64)}
+
+    def label_of(serialized):
+        return table.lookup(tf.io.parse_single_example(serialized, spec)["cell_id"])
+
+    runs = records.group_by_window(
+        key_func=label_of, reduce_func=lambda _, run: run.batch(group_size, drop_remainder=True),
+        window_size=group_size)
+    return runs.unbatch()
 
 
 def _check_first_record(paths, crop: int, n_channels: int) -> None:

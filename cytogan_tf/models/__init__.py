@@ -21,7 +21,7 @@ _COMMON_KEYS = {"arch", "image_size", "latent_dim", "encoder_dim", "widths", "up
 _SSL_KEYS = {"ssl", "ssl_weight", "ssl_temperature", "ssl_objective"}
 # Weak treatment labels (data/labels.py, models/class_head.py); `train` sets n_classes
 # from the shards.
-_WEAK_KEYS = {"weak_labels", "weak_weight", "n_classes"}
+_WEAK_KEYS = {"weak_labels", "weak_weight", "n_classes", "weak_objective", "weak_group"}
 # A morphology head: features predict each cell's statistics (models/morphology.py).
 _MORPHOLOGY_KEYS = {"morphology_weight", "morphology_statistics"}
 # Which of D's pooled features the heads train on (networks.HEAD_FEATURES).
@@ -159,6 +159,15 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     _check(weak == "none" or weak in LABEL_KINDS,
            f"model.weak_labels: {weak!r} must be one of none, {', '.join(LABEL_KINDS)}")
     _check_weight(cfg, "weak_weight", 1.0)
+    from .class_head import WEAK_OBJECTIVES
+
+    objective = cfg.get("weak_objective", "class")
+    _check(objective in WEAK_OBJECTIVES,
+           f"model.weak_objective: {objective!r} must be one of {', '.join(WEAK_OBJECTIVES)}")
+    group = cfg.get("weak_group", 8)
+    _check(isinstance(group, int) and not isinstance(group, bool) and group >= 2 and group % 2 == 0,
+           f"model.weak_group: {group!r} must be an even whole number of cells, at least 2 "
+           "(each run of one class splits into two halves)")
     _check_weight(cfg, "morphology_weight", 0.0, " (0: no morphology head)")
     from .morphology import STATISTIC_SETS
 

@@ -50,6 +50,8 @@ class BaseGAN(keras.Model):
         weak_labels: str = "none",
         weak_weight: float = 1.0,
         n_classes: int = 0,
+        weak_objective: str = "class",
+        weak_group: int = 8,
         head_blocks=None,
         morphology_weight: float = 0.0,
         morphology_statistics: str = "shape",
@@ -88,18 +90,22 @@ class BaseGAN(keras.Model):
             else:
                 self.ssl_head = build_projection_head(int(trunk.outputs[1].shape[-1]))
         # Weak supervision (models/class_head.py): a linear treatment classifier on the
-        # same pooled features, trained with the discriminator on real cells.
+        # same pooled features, or (weak_objective "set") the projection the set-level
+        # loss compares, trained with the discriminator on real cells.
         self.weak_labels = weak_labels
         self.weak_weight = float(weak_weight)
         self.n_classes = int(n_classes)
+        self.weak_objective = weak_objective
+        self.weak_group = int(weak_group)
         self.class_head = None
         if weak_labels != "none":
-            from .class_head import build_class_head
+            from .class_head import build_weak_head
             if trunk is None:
                 raise ValueError(f"{arch}: weak labels need a discriminator trunk")
             if self.n_classes < 2:
                 raise ValueError(f"{arch}: weak labels need n_classes >= 2, got {n_classes}")
-            self.class_head = build_class_head(int(trunk.outputs[1].shape[-1]), self.n_classes)
+            self.class_head = build_weak_head(int(trunk.outputs[1].shape[-1]), weak_objective,
+                                              self.n_classes)
         # A morphology head (models/morphology.py): the same pooled features of each real
         # cell under a random flip, rotation and shift predict the cell's statistics.
         self.morphology_weight = float(morphology_weight)
@@ -371,7 +377,7 @@ class BaseGAN(keras.Model):
             else:
                 extra["ssl_loss"] = self._mean_contrastive([(proj_a, proj_b)])
         if self.class_head is not None:
-            extra["class_loss"] = self._class_loss(real_feats, labels)
+            extra["class_loss"] = self._weak_loss(real, real_feats, labels)
         self._add_morphology_loss(real, extra)
         return logits[0], logits[1], extra
 
@@ -390,7 +396,7 @@ class BaseGAN(keras.Model):
         extra = {"ssl_loss": self._mean_contrastive(
             [(proj[2 * k][:, k], proj[2 * k + 1][:, k]) for k in range(len(pairs))])}
         if self.class_head is not None:
-            extra["class_loss"] = self._class_loss(real_feats, labels)
+            extra["class_loss"] = self._weak_loss(real, real_feats, labels)
         self._add_morphology_loss(real, extra)
         return logits[2 * len(pairs) - 2], logits[-1], extra
 
@@ -407,10 +413,19 @@ class BaseGAN(keras.Model):
                  for a, b in projection_pairs]
         return terms[0] if len(terms) == 1 else tf.add_n(terms) / len(terms)
 
-    def _class_loss(self, real_feats, labels):
-        """The weak-label loss of every real view's features (the labels repeat per view)."""
+    def _weak_loss(self, real, real_feats, labels):
+        """The weak-label loss: the class head on every real view's features (the labels
+        repeat per view), or the set loss on D's features of each whole real cell under a
+        random flip, rotation and shift (its own trunk pass, as the morphology head's: a
+        profile is the mean over whole cells, and D's windows hide their size)."""
         from .. import losses
 
+        if self.weak_objective == "set":
+            from .augment import diff_augment
+
+            _, pooled = self.trunk(diff_augment(real, self._stateless_seed()), training=True)
+            proj = self.class_head(tf.cast(pooled, tf.float32), training=True)
+            return losses.set_contrast_loss(proj, labels, self.weak_group)
         class_logits = self.class_head(tf.concat(real_feats, axis=0), training=True)
         return losses.classification_loss(class_logits, tf.tile(labels, [len(real_feats)]))
 

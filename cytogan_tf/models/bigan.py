@@ -129,7 +129,7 @@ class BiGAN(BaseGAN):
                  recon_space="pixels", image_stages=None, encoder_trunk=None,
                  encoder_ssl_weight=1.0, encoder_ssl_views="window", encoder_class_head=None,
                  encoder_weak_weight=1.0, morphology_weight=0.0, morphology_statistics="shape",
-                 **kwargs):
+                 encoder_weak_objective="class", encoder_weak_group=8, **kwargs):
         self.recon_weight = float(recon_weight)
         if self.recon_weight > 0:
             self.metric_names = self.metric_names + ("recon_loss",)
@@ -145,6 +145,8 @@ class BiGAN(BaseGAN):
         # E's weak-label head (on z; G and E's optimizer trains it, not D's as in BaseGAN).
         self.encoder_class_head = encoder_class_head
         self.encoder_weak_weight = float(encoder_weak_weight)
+        self.encoder_weak_objective = encoder_weak_objective
+        self.encoder_weak_group = int(encoder_weak_group)
         self.latent_encoder = latent_encoder
         self.recon_space = recon_space
         self.image_stages = image_stages  # D's image branch, for recon_space "features"
@@ -174,6 +176,7 @@ class BiGAN(BaseGAN):
                            recon_space="pixels", ssl="none", ssl_weight=1.0, ssl_temperature=0.2,
                            ssl_objective="nt-xent", head_features="latent", ssl_views="window",
                            latent_from="flatten", weak_labels="none", weak_weight=1.0, n_classes=0,
+                           weak_objective="class", weak_group=8,
                            morphology_weight=0.0, morphology_statistics="shape"):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         latent_encoder, embed, trunk = build_latent_encoder(
@@ -183,10 +186,10 @@ class BiGAN(BaseGAN):
         disc, image_stages = build_joint_discriminator(image_size, widths, latent_dim)
         class_head = None
         if weak_labels != "none":
-            from .class_head import build_class_head
+            from .class_head import build_weak_head
             if int(n_classes) < 2:
                 raise ValueError(f"{arch}: weak labels need n_classes >= 2, got {n_classes}")
-            class_head = build_class_head(latent_dim, int(n_classes))
+            class_head = build_weak_head(latent_dim, weak_objective, int(n_classes))
         return cls(gen, disc, embed, latent_encoder=latent_encoder, latent_dim=latent_dim,
                    image_size=image_size, arch=arch, encoder_dim=int(embed.outputs[0].shape[-1]),
                    seed=seed, update=update, augment=augment, recon_weight=recon_weight,
@@ -194,6 +197,7 @@ class BiGAN(BaseGAN):
                    encoder_ssl_weight=ssl_weight, encoder_ssl_views=ssl_views,
                    ssl_temperature=ssl_temperature, ssl_objective=ssl_objective,
                    encoder_class_head=class_head, encoder_weak_weight=weak_weight,
+                   encoder_weak_objective=weak_objective, encoder_weak_group=weak_group,
                    morphology_weight=morphology_weight,
                    morphology_statistics=morphology_statistics)
 
@@ -272,9 +276,12 @@ class BiGAN(BaseGAN):
     def _encoder_class_loss(self, real, labels):
         """Cross-entropy of E's z, through the linear class head, against each real cell's
         weak label; each cell under a random flip, rotation and shift (augment.diff_augment),
-        so E cannot learn the labels by a cell's pixels at one pose (~2k cells)."""
-        logits = self.encoder_class_head(self._z_of_moved(real), training=True)
-        return losses.classification_loss(logits, labels)
+        so E cannot learn the labels by a cell's pixels at one pose (~2k cells). With
+        `weak_objective = "set"` the head projects z for the set-level loss instead."""
+        out = self.encoder_class_head(self._z_of_moved(real), training=True)
+        if self.encoder_weak_objective == "set":
+            return losses.set_contrast_loss(out, labels, self.encoder_weak_group)
+        return losses.classification_loss(out, labels)
 
     def _z_of_moved(self, real):
         """E's float32 z of each real cell under a random flip, rotation and shift

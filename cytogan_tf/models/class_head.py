@@ -1,4 +1,5 @@
-"""Treatment classifier on the discriminator's pooled features (weak supervision).
+"""Weak-label heads on the discriminator's pooled features (or E's z): a treatment
+classifier, or the projection the set-level loss compares (losses.set_contrast_loss).
 
 Why: see `data/labels.py`. The head is one linear layer, as in a linear probe, so the
 pooled features themselves (what the exported encoder returns) must separate the
@@ -21,3 +22,16 @@ def build_class_head(feature_dim: int, n_classes: int, name: str = "class_head")
     x = layers.LayerNormalization(dtype="float32", name="class_norm")(feats)
     logits = layers.Dense(int(n_classes), dtype="float32", name="class_logits")(x)
     return keras.Model(feats, logits, name=name)
+
+
+WEAK_OBJECTIVES = ("class", "set")
+SET_PROJECTION_DIM = 64  # the set loss's cosine space: SimCLR-like width, well under the features'
+
+
+def build_weak_head(feature_dim: int, objective: str, n_classes: int, name: str = "class_head"):
+    """The head `weak_objective` trains: class logits, or (set) a linear projection whose
+    half-run means the set loss compares. Linear for the class head's reason."""
+    if objective not in WEAK_OBJECTIVES:
+        raise ValueError(f"unknown weak_objective {objective!r}; valid: {', '.join(WEAK_OBJECTIVES)}")
+    width = n_classes if objective == "class" else SET_PROJECTION_DIM
+    return build_class_head(feature_dim, width, name=name)

@@ -1,0 +1,156 @@
+"""Weak labels at the level of a profile: grouped batches and the set-level loss."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cytogan_tf import losses
+from cytogan_tf.data.labels import weak_labels
+from cytogan_tf.data.pipeline import make_dataset
+from cytogan_tf.errors import ConfigError, DataError
+from cytogan_tf.export import export_run, read_export_metadata
+from cytogan_tf.models import build_gan, make_head_optimizer, make_optimizers
+from cytogan_tf.models.class_head import SET_PROJECTION_DIM
+from cytogan_tf.training import load_run, train
+
+from training_helpers import tiny_config, write_tiny_shards
+
+TINY = {"image_size": 32, "latent_dim": 8, "encoder_dim": 6, "widths": [16, 8, 8, 4]}
+OPT = {"g_lr": 1e-3, "d_lr": 1e-3, "beta1": 0.5, "beta2": 0.999}
+COMPOUNDS = ["taxol", "DMSO", "AZ138", "nocodazole"]
+SET = {"weak_labels": "treatment", "weak_objective": "set", "weak_group": 4}
+
+
+@pytest.fixture(scope="module")
+def labelled_shards(tmp_path_factory):
+    return write_tiny_shards(tmp_path_factory.mktemp("sets") / "shards", n_cells=64,
+                             compounds=COMPOUNDS)
+
+
+def _runs(centres, group, noise, seed=0):
+    """Projections of runs of `group` cells around each centre."""
+    rng = np.random.default_rng(seed)
+    return np.repeat(centres, group, axis=0) + noise * rng.normal(size=(len(centres) * group,
+                                                                      centres.shape[1]))
+
+
+def test_set_loss_is_low_when_each_runs_halves_agree_and_high_for_unrelated_cells():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(8), 8)
+    centres = 3.0 * rng.normal(size=(8, 16))
+    agree = float(losses.set_contrast_loss(_runs(centres, 8, 1.0), labels, 8))
+    unrelated = float(losses.set_contrast_loss(rng.normal(size=(64, 16)), labels, 8))
+    assert agree < 0.3 < 2.0 < unrelated  # chance is ln 15 = 2.7 over 16 half-means
+
+
+def test_set_loss_leaves_two_runs_of_one_class_alike():
+    """Runs of the same class must not be pushed apart: a batch whose two runs of class
+    0 share one centre scores as well as one whose runs all differ."""
+    rng = np.random.default_rng(1)
+    centres = 3.0 * rng.normal(size=(8, 16))
+    twins = centres.copy()
+    twins[4] = twins[0]
+    distinct = np.repeat(np.arange(8), 8)
+    same = distinct.copy()
+    same[32:40] = 0  # run 4 is class 0 too
+    all_differ = float(losses.set_contrast_loss(_runs(centres, 8, 0.5), distinct, 8))
+    with_mask = float(losses.set_contrast_loss(_runs(twins, 8, 0.5), same, 8))
+    as_if_other = float(losses.set_contrast_loss(_runs(twins, 8, 0.5), distinct, 8))
+    assert with_mask < all_differ + 0.02 and as_if_other > with_mask + 0.1, (
+        all_differ, with_mask, as_if_other)
+
+
+def test_grouped_batches_hold_runs_of_one_treatment_each_cells_own(labelled_shards):
+    weak = weak_labels(labelled_shards, "treatment")
+    of_cell = dict(zip(weak.cell_ids, weak.labels))
+    ds = make_dataset(labelled_shards, 8, seed=3, labels=weak, group_size=4, scale="uint8")
+    batches = [(x.numpy(), y.numpy()) for x, y in ds.take(12)]
+    for images, labels in batches:
+        assert images.shape == (8, 32, 32, 3)
+        runs = labels.reshape(-1, 4)
+        assert (runs == runs[:, :1]).all(), labels
+    seen = np.concatenate([y for _, y in batches])
+    assert set(seen.tolist()) == set(range(4))
+    # each label is its own cell's: find every batch image among the plate's cells
+    plain = make_dataset(labelled_shards, 64, shuffle=False, repeat=False, with_metadata=True,
+                         scale="uint8")
+    cells = next(iter(plain))
+    label_of_image = {img.tobytes(): of_cell[cid] for cid, img in
+                      zip(cells["cell_id"].numpy(), cells["image"].numpy())}
+    for images, labels in batches:
+        assert [label_of_image[img.tobytes()] for img in images] == labels.tolist()
+    again = [y.numpy() for _, y in make_dataset(labelled_shards, 8, seed=3, labels=weak,
+                                                group_size=4).take(12)]
+    np.testing.assert_array_equal(np.concatenate(again), seen)  # a seed repeats the stream
+
+
+@pytest.mark.parametrize("group,batch", [(3, 9), (4, 4), (5, 8)])
+def test_group_sizes_that_do_not_split_the_batch_into_runs_are_refused(labelled_shards, group, batch):
+    weak = weak_labels(labelled_shards, "treatment")
+    with pytest.raises(DataError, match="group_size"):
+        make_dataset(labelled_shards, batch, seed=0, labels=weak, group_size=group)
+
+
+def test_lsgan_set_head_trains_the_texture_readout_at_the_heads_rate():
+    gan = build_gan({"arch": "lsgan", **TINY, "readout": "texture", "head_features": "texture",
+                     **SET, "n_classes": 2}, seed=0)
+    assert gan.class_head.outputs[0].shape[-1] == SET_PROJECTION_DIM
+    gan.compile(*make_optimizers({**OPT, "d_lr": 1e-9}),
+                head_optimizer=make_head_optimizer({"head_lr": 1e-2}))
+    labels = tf.constant([0] * 4 + [1] * 4, tf.int64)
+    stripes = tf.reshape(tf.cast(tf.range(32) % 2, tf.float32) * 0.8 - 0.4, [1, 1, 32, 1])
+    x = tf.where(tf.reshape(labels, [-1, 1, 1, 1]) == 0, stripes, 0.0) + 0.05 * tf.random.stateless_normal(
+        [8, 32, 32, 3], seed=[0, 1])
+    conv0 = next(v for v in gan.discriminator.trainable_variables if "conv0" in v.path)
+    before = conv0.numpy().copy()
+    seen = [float(gan.train_step((x, labels))["class_loss"]) for _ in range(30)]
+    assert all(math.isfinite(v) for v in seen)
+    assert np.mean(seen[-3:]) < 0.5 * np.mean(seen[:3]), seen
+    assert np.abs(conv0.numpy() - before).max() > 1e-3  # the head's rate reached the first stage
+
+
+def test_bigan_set_head_on_z_trains_with_g_and_e():
+    gan = build_gan({"arch": "bigan", **TINY, **SET, "n_classes": 2}, seed=0)
+    gan.compile(*make_optimizers({**OPT, "g_lr": 3e-3}))
+    head = gan.encoder_class_head.trainable_variables
+    assert head and all(any(h is v for v in gan.g_variables) for h in head)
+    labels = tf.constant([0] * 4 + [1] * 4, tf.int64)
+    x = tf.where(tf.reshape(labels, [-1, 1, 1, 1]) == 0, -0.8, 0.6) + 0.05 * tf.random.stateless_normal(
+        [8, 32, 32, 3], seed=[0, 2])
+    seen = [float(gan.train_step((x, labels))["class_loss"]) for _ in range(20)]
+    assert all(math.isfinite(v) for v in seen)
+    assert seen[-1] < 0.5 * seen[0], seen
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"weak_objective": "pairs"}, "model.weak_objective"),
+    ({"weak_group": 3}, "model.weak_group"),
+    ({"weak_group": True}, "model.weak_group"),
+])
+def test_bad_set_options_are_config_errors(extra, message):
+    with pytest.raises(ConfigError, match=message):
+        build_gan({"arch": "lsgan", **TINY, **SET, "n_classes": 3, **extra})
+
+
+def test_set_run_refuses_a_batch_its_runs_do_not_fill_then_resumes_and_exports(labelled_shards,
+                                                                               tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config("lsgan", head_lr=1e-3)
+    cfg["model"].update(readout="texture", head_features="texture", **{**SET, "weak_group": 6})
+    kw = dict(precision="float32", seed=1, sample_every=2, checkpoint_every=2, verbose=0)
+    with pytest.raises(ConfigError, match="model.weak_group: 6 .*batch_size \\(8\\)"):
+        train(cfg, labelled_shards, run, steps=2, **kw)
+    assert not (run / "checkpoints").exists()
+    cfg["model"]["weak_group"] = 4
+    train(cfg, labelled_shards, run, steps=2, **kw)
+    result = train(cfg, labelled_shards, run, steps=4, resume=True, **kw)
+    assert result.step == 4 and math.isfinite(result.metrics["class_loss"])
+    restored = load_run(run).gan.class_head.get_weights()
+    fresh = build_gan({**cfg["model"], "n_classes": 4}, seed=1).class_head.get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(restored, fresh))
+    paths = export_run(run, "sets", tmp_path / "exported")
+    assert read_export_metadata(paths["encoder"])["encoder_dim"] > 0
