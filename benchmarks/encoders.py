@@ -256,6 +256,13 @@ VARIANTS = {
                           "weak_objective": "set", "train": {"head_lr": 3e-4}},
     "lsgan-default-set-compound": {"arch": "lsgan", **WINDOW, "weak_labels": "compound",
                                    "weak_objective": "set", "train": {"head_lr": 3e-4}},
+    "lsgan-default-set-w3": {"arch": "lsgan", **WINDOW, "weak_labels": "treatment",
+                             "weak_objective": "set", "weak_weight": 3.0, "train": {"head_lr": 3e-4}},
+    # The contrastive head on both readouts (texture plates' largest multiscale gain) with
+    # the set loss on the same features, read out at the multiscale readout.
+    "lsgan-both-set": {"arch": "lsgan", **WINDOW, "head_features": "both", "readout": "multiscale",
+                       "weak_labels": "treatment", "weak_objective": "set",
+                       "train": {"head_lr": 3e-4}},
     "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
                           "weak_objective": "set"},
     "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",
