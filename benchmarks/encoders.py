@@ -263,6 +263,14 @@ VARIANTS = {
     "lsgan-both-set": {"arch": "lsgan", **WINDOW, "head_features": "both", "readout": "multiscale",
                        "weak_labels": "treatment", "weak_objective": "set",
                        "train": {"head_lr": 3e-4}},
+    "lsgan-both-set-compound": {"arch": "lsgan", **WINDOW, "head_features": "both",
+                                "readout": "multiscale", "weak_labels": "compound",
+                                "weak_objective": "set", "train": {"head_lr": 3e-4}},
+    # The set loss alone on the multiscale readout, D's views whole cells: nothing teaches
+    # the features to ignore size (the windows' task does).
+    "lsgan-set-ms": {"arch": "lsgan", "augment": "diff", "ssl": "none", "head_features": "multiscale",
+                     "readout": "multiscale", "weak_labels": "treatment", "weak_objective": "set",
+                     "train": {"head_lr": 3e-4}},
     "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
                           "weak_objective": "set"},
     "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",
