@@ -117,7 +117,7 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     cfg = with_train_defaults(cfg)
     tcfg = cfg["train"]
     weak = _weak_labels(cfg["model"], data_dir)  # before the resume check: sets n_classes
-    weak_group = _weak_group(cfg["model"], int(tcfg["batch_size"]))
+    weak_group = _weak_group(cfg["model"], int(tcfg["batch_size"]), int(dist.num_replicas_in_sync))
     is_chief, worker_id = _chief_info(dist)
     # Only the chief owns the run dir; other workers may start after it has written it.
     previous = _check_run_dir(out, resume) if (is_chief or resume) else None
@@ -622,15 +622,20 @@ def _weak_labels(model_cfg: dict, data_dir):
     return weak
 
 
-def _weak_group(model_cfg: dict, batch_size: int):
+def _weak_group(model_cfg: dict, batch_size: int, replicas: int = 1):
     """Cells per run of one class in a training batch for the set-level weak-label loss
-    (None for the class head): checked here, where the batch size is known."""
+    (None for the class head): checked here, where the batch size is known. A mirrored
+    strategy hands each replica a contiguous slice of the batch, so each slice must hold
+    whole runs, at least 2 of them, for the loss to have something to tell apart."""
     if model_cfg.get("weak_labels", "none") == "none" or model_cfg.get("weak_objective") != "set":
         return None
     group = int(model_cfg.get("weak_group", 8))
-    if batch_size % group or batch_size // group < 2:
-        raise ConfigError(f"model.weak_group: {group} cells per run must divide train.batch_size "
-                          f"({batch_size}) into at least 2 runs")
+    per_replica = batch_size // max(1, replicas)
+    if batch_size % max(1, replicas) or per_replica % group or per_replica // group < 2:
+        where = f"train.batch_size ({batch_size})" if replicas <= 1 else \
+            f"each of {replicas} replicas' {batch_size / replicas:g} cells of train.batch_size ({batch_size})"
+        raise ConfigError(f"model.weak_group: {group} cells per run must divide {where} "
+                          "into at least 2 runs")
     return group
 
 

@@ -15,7 +15,7 @@ from cytogan_tf.errors import ConfigError, DataError
 from cytogan_tf.export import export_run, read_export_metadata
 from cytogan_tf.models import build_gan, make_head_optimizer, make_optimizers
 from cytogan_tf.models.class_head import SET_PROJECTION_DIM
-from cytogan_tf.training import load_run, train
+from cytogan_tf.training import _weak_group, load_run, train
 
 from training_helpers import tiny_config, write_tiny_shards
 
@@ -154,3 +154,15 @@ def test_set_run_refuses_a_batch_its_runs_do_not_fill_then_resumes_and_exports(l
     assert any(not np.allclose(a, b) for a, b in zip(restored, fresh))
     paths = export_run(run, "sets", tmp_path / "exported")
     assert read_export_metadata(paths["encoder"])["encoder_dim"] > 0
+
+
+def test_each_mirrored_replica_must_get_whole_runs():
+    """A batch of 64 in runs of 16 splits over 2 replicas into 2 runs each, over 4 into
+    1 run each: nothing for the set loss to tell apart on a replica."""
+    model = dict(SET, weak_group=16)
+    assert _weak_group(model, 64, replicas=2) == 16
+    with pytest.raises(ConfigError, match="model.weak_group: 16 .*4 replicas' 16 cells"):
+        _weak_group(model, 64, replicas=4)
+    with pytest.raises(ConfigError, match="3 replicas"):
+        _weak_group(model, 64, replicas=3)
+    assert _weak_group({"weak_labels": "treatment"}, 64, replicas=4) is None
