@@ -278,6 +278,12 @@ VARIANTS = {
     "lsgan-set-ms-w3": {"arch": "lsgan", "augment": "diff", "ssl": "none", "head_features": "multiscale",
                         "readout": "multiscale", "weak_labels": "treatment", "weak_objective": "set",
                         "weak_weight": 3.0, "train": {"head_lr": 3e-4}},
+    # The set loss in runs of 16 on the texture readout (second-order statistics of the
+    # first stage), the readout whose untrained control is strongest on both plate sets.
+    "lsgan-set-tex-g16": {"arch": "lsgan", "augment": "diff", "ssl": "none",
+                          "head_features": "texture", "readout": "texture",
+                          "weak_labels": "treatment", "weak_objective": "set", "weak_group": 16,
+                          "train": {"head_lr": 3e-4}},
     "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
                           "weak_objective": "set"},
     "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",
