@@ -117,7 +117,8 @@ def train(cfg: Mapping[str, Any], data_dir, out_dir, *, steps: int | None = None
     cfg = with_train_defaults(cfg)
     tcfg = cfg["train"]
     weak = _weak_labels(cfg["model"], data_dir)  # before the resume check: sets n_classes
-    weak_group = _weak_group(cfg["model"], int(tcfg["batch_size"]), int(dist.num_replicas_in_sync))
+    weak_group = _weak_group(cfg["model"], int(tcfg["batch_size"]), int(dist.num_replicas_in_sync),
+                             multiworker=strategy == "multiworker")
     is_chief, worker_id = _chief_info(dist)
     # Only the chief owns the run dir; other workers may start after it has written it.
     previous = _check_run_dir(out, resume) if (is_chief or resume) else None
@@ -622,13 +623,18 @@ def _weak_labels(model_cfg: dict, data_dir):
     return weak
 
 
-def _weak_group(model_cfg: dict, batch_size: int, replicas: int = 1):
+def _weak_group(model_cfg: dict, batch_size: int, replicas: int = 1, multiworker: bool = False):
     """Cells per run of one class in a training batch for the set-level weak-label loss
     (None for the class head): checked here, where the batch size is known. A mirrored
     strategy hands each replica a contiguous slice of the batch, so each slice must hold
     whole runs, at least 2 of them, for the loss to have something to tell apart."""
     if model_cfg.get("weak_labels", "none") == "none" or model_cfg.get("weak_objective") != "set":
         return None
+    if multiworker:
+        # Workers rebatch and auto-shard the stream (policy DATA); that each worker's slice
+        # keeps whole runs is not validated, and mixed runs would train on noise: refuse.
+        raise ConfigError('model.weak_objective "set" is not supported with strategy multiworker '
+                          "(whole runs per worker are not guaranteed); use strategy default or mirrored")
     group = int(model_cfg.get("weak_group", 8))
     per_replica = batch_size // max(1, replicas)
     if batch_size % max(1, replicas) or per_replica % group or per_replica // group < 2:

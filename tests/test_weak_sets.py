@@ -166,3 +166,5 @@ def test_each_mirrored_replica_must_get_whole_runs():
     with pytest.raises(ConfigError, match="3 replicas"):
         _weak_group(model, 64, replicas=3)
     assert _weak_group({"weak_labels": "treatment"}, 64, replicas=4) is None
+    with pytest.raises(ConfigError, match="strategy multiworker"):
+        _weak_group(model, 64, replicas=2, multiworker=True)
