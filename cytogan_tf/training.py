@@ -636,9 +636,10 @@ def _weak_group(model_cfg: dict, batch_size: int, replicas: int = 1, multiworker
         raise ConfigError('model.weak_objective "set" is not supported with strategy multiworker '
                           "(whole runs per worker are not guaranteed); use strategy default or mirrored")
     group = int(model_cfg.get("weak_group", 8))
-    per_replica = batch_size // max(1, replicas)
-    if batch_size % max(1, replicas) or per_replica % group or per_replica // group < 2:
-        where = f"train.batch_size ({batch_size})" if replicas <= 1 else \
+    replicas = max(1, replicas)
+    per_replica = batch_size // replicas
+    if batch_size % replicas or per_replica % group or per_replica // group < 2:
+        where = f"train.batch_size ({batch_size})" if replicas == 1 else \
             f"each of {replicas} replicas' {batch_size / replicas:g} cells of train.batch_size ({batch_size})"
         raise ConfigError(f"model.weak_group: {group} cells per run must divide {where} "
                           "into at least 2 runs")
