@@ -208,6 +208,29 @@ def set_contrast_loss(projections, labels, group_size, temperature=0.2):
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
 
 
+def set_classification_loss(logits, labels, group_size):
+    """Cross-entropy of each run's mean class logits (runs of `group_size` cells of one
+    class, as data.pipeline's group_size orders the batch) against the run's class: the
+    run's profile, not each cell, must name its treatment among all of them. Why: one
+    cell says little about its treatment (the per-cell class loss barely leaves chance),
+    and the set loss's contrast sees only the batch's few other runs; this one is scored
+    against every class at each step."""
+    logits = _f32(logits)
+    runs = tf.reshape(logits[:, None], [-1, group_size, tf.shape(logits)[-1]])
+    run_labels = tf.reshape(labels, [-1, group_size])[:, 0]
+    return classification_loss(tf.reduce_mean(runs, axis=1), run_labels)
+
+
+def grouped_weak_loss(objective, head_out, labels, group_size):
+    """The weak-label loss of a batch in runs of one class: `set` (contrast of half-run
+    means) or `set_class` (each run's mean logits against its class)."""
+    if objective == "set":
+        return set_contrast_loss(head_out, labels, group_size)
+    if objective == "set_class":
+        return set_classification_loss(head_out, labels, group_size)
+    raise ValueError(f"{objective!r} is not a weak objective over runs of one class")
+
+
 def regression_loss(predictions, targets):
     """Mean squared error (E's morphology head against a cell's standardized statistics)."""
     return tf.reduce_mean(tf.square(_f32(predictions) - _f32(targets)))

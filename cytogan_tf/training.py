@@ -628,13 +628,17 @@ def _weak_group(model_cfg: dict, batch_size: int, replicas: int = 1, multiworker
     (None for the class head): checked here, where the batch size is known. A mirrored
     strategy hands each replica a contiguous slice of the batch, so each slice must hold
     whole runs, at least 2 of them, for the loss to have something to tell apart."""
-    if model_cfg.get("weak_labels", "none") == "none" or model_cfg.get("weak_objective") != "set":
+    from .models.class_head import GROUPED_OBJECTIVES
+
+    objective = model_cfg.get("weak_objective")
+    if model_cfg.get("weak_labels", "none") == "none" or objective not in GROUPED_OBJECTIVES:
         return None
     if multiworker:
         # Workers rebatch and auto-shard the stream (policy DATA); that each worker's slice
         # keeps whole runs is not validated, and mixed runs would train on noise: refuse.
-        raise ConfigError('model.weak_objective "set" is not supported with strategy multiworker '
-                          "(whole runs per worker are not guaranteed); use strategy default or mirrored")
+        raise ConfigError(f'model.weak_objective "{objective}" is not supported with strategy '
+                          "multiworker (whole runs per worker are not guaranteed); use strategy "
+                          "default or mirrored")
     group = int(model_cfg.get("weak_group", 8))
     replicas = max(1, replicas)
     per_replica = batch_size // replicas

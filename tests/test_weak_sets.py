@@ -64,6 +64,25 @@ def test_set_loss_leaves_two_runs_of_one_class_alike():
         all_differ, with_mask, as_if_other)
 
 
+def test_set_class_loss_scores_each_runs_mean_logits_not_each_cell():
+    """Cells whose own logits mostly name the wrong class still give a low loss when
+    their run's mean names the right one; the loss is the cross-entropy of that mean."""
+    labels = np.repeat(np.arange(4), 4)
+    logits = np.full((16, 4), -2.0, np.float32)
+    logits[np.arange(16), labels] = 3.0  # the run's class, every cell a little
+    wrong = (labels + 1 + np.arange(16) % 3) % 4
+    logits[np.arange(16) % 4 != 0, wrong[np.arange(16) % 4 != 0]] = 4.5  # 3 of 4 cells misled
+    per_cell = float(losses.classification_loss(logits, labels))
+    per_run = float(losses.set_classification_loss(logits, labels, 4))
+    means = logits.reshape(4, 4, 4).mean(axis=1)
+    expected = float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        np.arange(4), means)))
+    assert per_run == pytest.approx(expected, rel=1e-5)
+    assert per_run < 0.5 < 1.0 < per_cell, (per_run, per_cell)
+    with pytest.raises(ValueError, match="weak objective over runs"):
+        losses.grouped_weak_loss("class", logits, labels, 4)
+
+
 def test_grouped_batches_hold_runs_of_one_treatment_each_cells_own(labelled_shards):
     weak = weak_labels(labelled_shards, "treatment")
     of_cell = dict(zip(weak.cell_ids, weak.labels))
@@ -95,10 +114,12 @@ def test_group_sizes_that_do_not_split_the_batch_into_runs_are_refused(labelled_
         make_dataset(labelled_shards, batch, seed=0, labels=weak, group_size=group)
 
 
-def test_lsgan_set_head_trains_the_texture_readout_at_the_heads_rate():
+@pytest.mark.parametrize("objective", ["set", "set_class"])
+def test_lsgan_set_head_trains_the_texture_readout_at_the_heads_rate(objective):
     gan = build_gan({"arch": "lsgan", **TINY, "readout": "texture", "head_features": "texture",
-                     **SET, "n_classes": 2}, seed=0)
-    assert gan.class_head.outputs[0].shape[-1] == SET_PROJECTION_DIM
+                     **SET, "weak_objective": objective, "n_classes": 2}, seed=0)
+    width = SET_PROJECTION_DIM if objective == "set" else 2
+    assert gan.class_head.outputs[0].shape[-1] == width
     gan.compile(*make_optimizers({**OPT, "d_lr": 1e-9}),
                 head_optimizer=make_head_optimizer({"head_lr": 1e-2}))
     labels = tf.constant([0] * 4 + [1] * 4, tf.int64)
@@ -109,12 +130,16 @@ def test_lsgan_set_head_trains_the_texture_readout_at_the_heads_rate():
     before = conv0.numpy().copy()
     seen = [float(gan.train_step((x, labels))["class_loss"]) for _ in range(30)]
     assert all(math.isfinite(v) for v in seen)
-    assert np.mean(seen[-3:]) < 0.5 * np.mean(seen[:3]), seen
+    assert np.mean(seen[-3:]) < 0.65 * np.mean(seen[:3]), seen
     assert np.abs(conv0.numpy() - before).max() > 1e-3  # the head's rate reached the first stage
 
 
-def test_bigan_set_head_on_z_trains_with_g_and_e():
-    gan = build_gan({"arch": "bigan", **TINY, **SET, "n_classes": 2}, seed=0)
+@pytest.mark.parametrize("objective", ["set", "set_class"])
+def test_bigan_set_head_on_z_trains_with_g_and_e(objective):
+    gan = build_gan({"arch": "bigan", **TINY, **SET, "weak_objective": objective, "n_classes": 2},
+                    seed=0)
+    width = SET_PROJECTION_DIM if objective == "set" else 2
+    assert gan.encoder_class_head.outputs[0].shape[-1] == width
     gan.compile(*make_optimizers({**OPT, "g_lr": 3e-3}))
     head = gan.encoder_class_head.trainable_variables
     assert head and all(any(h is v for v in gan.g_variables) for h in head)

@@ -420,12 +420,14 @@ class BaseGAN(keras.Model):
         profile is the mean over whole cells, and D's windows hide their size)."""
         from .. import losses
 
-        if self.weak_objective == "set":
+        from .class_head import GROUPED_OBJECTIVES
+
+        if self.weak_objective in GROUPED_OBJECTIVES:
             from .augment import diff_augment
 
             _, pooled = self.trunk(diff_augment(real, self._stateless_seed()), training=True)
-            proj = self.class_head(tf.cast(pooled, tf.float32), training=True)
-            return losses.set_contrast_loss(proj, labels, self.weak_group)
+            out = self.class_head(tf.cast(pooled, tf.float32), training=True)
+            return losses.grouped_weak_loss(self.weak_objective, out, labels, self.weak_group)
         class_logits = self.class_head(tf.concat(real_feats, axis=0), training=True)
         return losses.classification_loss(class_logits, tf.tile(labels, [len(real_feats)]))
 

@@ -277,10 +277,13 @@ class BiGAN(BaseGAN):
         """Cross-entropy of E's z, through the linear class head, against each real cell's
         weak label; each cell under a random flip, rotation and shift (augment.diff_augment),
         so E cannot learn the labels by a cell's pixels at one pose (~2k cells). With
-        `weak_objective = "set"` the head projects z for the set-level loss instead."""
+        `weak_objective = "set"` / `"set_class"` the loss is scored over runs of one class."""
         out = self.encoder_class_head(self._z_of_moved(real), training=True)
-        if self.encoder_weak_objective == "set":
-            return losses.set_contrast_loss(out, labels, self.encoder_weak_group)
+        from .class_head import GROUPED_OBJECTIVES
+
+        if self.encoder_weak_objective in GROUPED_OBJECTIVES:
+            return losses.grouped_weak_loss(self.encoder_weak_objective, out, labels,
+                                            self.encoder_weak_group)
         return losses.classification_loss(out, labels)
 
     def _z_of_moved(self, real):

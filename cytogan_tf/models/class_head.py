@@ -24,14 +24,16 @@ def build_class_head(feature_dim: int, n_classes: int, name: str = "class_head")
     return keras.Model(feats, logits, name=name)
 
 
-WEAK_OBJECTIVES = ("class", "set")
+WEAK_OBJECTIVES = ("class", "set", "set_class")
+# Objectives scored over runs of one class (the batch ordered by data.pipeline's group_size).
+GROUPED_OBJECTIVES = ("set", "set_class")
 SET_PROJECTION_DIM = 64  # the set loss's cosine space: SimCLR-like width, well under the features'
 
 
 def build_weak_head(feature_dim: int, objective: str, n_classes: int, name: str = "class_head"):
-    """The head `weak_objective` trains: class logits, or (set) a linear projection whose
-    half-run means the set loss compares. Linear for the class head's reason."""
+    """The head `weak_objective` trains: class logits (class, set_class), or (set) a linear
+    projection whose half-run means the set loss compares. Linear for the class head's reason."""
     if objective not in WEAK_OBJECTIVES:
         raise ValueError(f"unknown weak_objective {objective!r}; valid: {', '.join(WEAK_OBJECTIVES)}")
-    width = n_classes if objective == "class" else SET_PROJECTION_DIM
+    width = SET_PROJECTION_DIM if objective == "set" else n_classes
     return build_class_head(feature_dim, width, name=name)
