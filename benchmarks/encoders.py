@@ -284,6 +284,32 @@ VARIANTS = {
                           "head_features": "texture", "readout": "texture",
                           "weak_labels": "treatment", "weak_objective": "set", "weak_group": 16,
                           "train": {"head_lr": 3e-4}},
+    # Each run's mean class logits against its treatment among all of them
+    # (weak_objective "set_class"), in runs of 16 and of 8 cells.
+    "lsgan-setclass-ms-g16": {"arch": "lsgan", "augment": "diff", "ssl": "none",
+                              "head_features": "multiscale", "readout": "multiscale",
+                              "weak_labels": "treatment", "weak_objective": "set_class",
+                              "weak_group": 16, "train": {"head_lr": 3e-4}},
+    "lsgan-setclass-ms-g8": {"arch": "lsgan", "augment": "diff", "ssl": "none",
+                             "head_features": "multiscale", "readout": "multiscale",
+                             "weak_labels": "treatment", "weak_objective": "set_class",
+                             "weak_group": 8, "train": {"head_lr": 3e-4}},
+    # The set loss with twice the runs per batch (batch 128: 8 runs of 16, or 4 runs of
+    # 32); run with half the --steps of batch 64 to see the same cells.
+    "lsgan-set-ms-g16-b128": {"arch": "lsgan", "augment": "diff", "ssl": "none",
+                              "head_features": "multiscale", "readout": "multiscale",
+                              "weak_labels": "treatment", "weak_objective": "set", "weak_group": 16,
+                              "train": {"head_lr": 3e-4, "batch_size": 128}},
+    "lsgan-set-ms-g32-b128": {"arch": "lsgan", "augment": "diff", "ssl": "none",
+                              "head_features": "multiscale", "readout": "multiscale",
+                              "weak_labels": "treatment", "weak_objective": "set", "weak_group": 32,
+                              "train": {"head_lr": 3e-4, "batch_size": 128}},
+    # Ablation: the set loss alone trains D's trunk (d_lr 0: no adversarial updates of D;
+    # G still trains against the frozen D). Is the GAN part of the gain?
+    "lsgan-set-ms-g16-only": {"arch": "lsgan", "augment": "diff", "ssl": "none",
+                              "head_features": "multiscale", "readout": "multiscale",
+                              "weak_labels": "treatment", "weak_objective": "set", "weak_group": 16,
+                              "train": {"head_lr": 3e-4, "d_lr": 0.0}},
     "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
                           "weak_objective": "set"},
     "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",
