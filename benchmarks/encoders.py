@@ -39,6 +39,11 @@ WINDOW = {"augment": "window", "ssl": "contrastive", "head_features": "texture"}
 # BiGAN with E's own contrastive head on z (two windows of each real cell), the base of
 # the bigan-ssl-* variants.
 BIGAN_SSL = {"arch": "bigan", "augment": "none", "ssl": "contrastive", "head_features": "latent"}
+# LSGAN's D trained by the set loss in runs of 16 on its multiscale readout (no
+# contrastive head): the reference the set-loss variants below change one thing of.
+SET_MS_G16 = {"arch": "lsgan", "augment": "diff", "ssl": "none", "head_features": "multiscale",
+              "readout": "multiscale", "weak_labels": "treatment", "weak_objective": "set",
+              "weak_group": 16, "train": {"head_lr": 3e-4}}
 # The configs' values of keys whose defaults have since changed, as every earlier variant
 # was measured with them.
 PINNED = {"bigan": {"ssl": "none", "ssl_weight": 1.0, "morphology_weight": 0.0}}
@@ -271,10 +276,7 @@ VARIANTS = {
     "lsgan-set-ms": {"arch": "lsgan", "augment": "diff", "ssl": "none", "head_features": "multiscale",
                      "readout": "multiscale", "weak_labels": "treatment", "weak_objective": "set",
                      "train": {"head_lr": 3e-4}},
-    "lsgan-set-ms-g16": {"arch": "lsgan", "augment": "diff", "ssl": "none",
-                         "head_features": "multiscale", "readout": "multiscale",
-                         "weak_labels": "treatment", "weak_objective": "set", "weak_group": 16,
-                         "train": {"head_lr": 3e-4}},
+    "lsgan-set-ms-g16": SET_MS_G16,
     "lsgan-set-ms-w3": {"arch": "lsgan", "augment": "diff", "ssl": "none", "head_features": "multiscale",
                         "readout": "multiscale", "weak_labels": "treatment", "weak_objective": "set",
                         "weak_weight": 3.0, "train": {"head_lr": 3e-4}},
@@ -286,30 +288,20 @@ VARIANTS = {
                           "train": {"head_lr": 3e-4}},
     # Each run's mean class logits against its treatment among all of them
     # (weak_objective "set_class"), in runs of 16 and of 8 cells.
-    "lsgan-setclass-ms-g16": {"arch": "lsgan", "augment": "diff", "ssl": "none",
-                              "head_features": "multiscale", "readout": "multiscale",
-                              "weak_labels": "treatment", "weak_objective": "set_class",
-                              "weak_group": 16, "train": {"head_lr": 3e-4}},
-    "lsgan-setclass-ms-g8": {"arch": "lsgan", "augment": "diff", "ssl": "none",
-                             "head_features": "multiscale", "readout": "multiscale",
-                             "weak_labels": "treatment", "weak_objective": "set_class",
-                             "weak_group": 8, "train": {"head_lr": 3e-4}},
+    "lsgan-setclass-ms-g16": {**SET_MS_G16, "weak_objective": "set_class"},
+    "lsgan-setclass-ms-g8": {**SET_MS_G16, "weak_objective": "set_class", "weak_group": 8},
     # The set loss with twice the runs per batch (batch 128: 8 runs of 16, or 4 runs of
     # 32); run with half the --steps of batch 64 to see the same cells.
-    "lsgan-set-ms-g16-b128": {"arch": "lsgan", "augment": "diff", "ssl": "none",
-                              "head_features": "multiscale", "readout": "multiscale",
-                              "weak_labels": "treatment", "weak_objective": "set", "weak_group": 16,
-                              "train": {"head_lr": 3e-4, "batch_size": 128}},
-    "lsgan-set-ms-g32-b128": {"arch": "lsgan", "augment": "diff", "ssl": "none",
-                              "head_features": "multiscale", "readout": "multiscale",
-                              "weak_labels": "treatment", "weak_objective": "set", "weak_group": 32,
+    "lsgan-set-ms-g16-b128": {**SET_MS_G16, "train": {"head_lr": 3e-4, "batch_size": 128}},
+    "lsgan-set-ms-g32-b128": {**SET_MS_G16, "weak_group": 32,
                               "train": {"head_lr": 3e-4, "batch_size": 128}},
     # Ablation: the set loss alone trains D's trunk (d_lr 0: no adversarial updates of D;
     # G still trains against the frozen D). Is the GAN part of the gain?
-    "lsgan-set-ms-g16-only": {"arch": "lsgan", "augment": "diff", "ssl": "none",
-                              "head_features": "multiscale", "readout": "multiscale",
-                              "weak_labels": "treatment", "weak_objective": "set", "weak_group": 16,
-                              "train": {"head_lr": 3e-4, "d_lr": 0.0}},
+    "lsgan-set-ms-g16-only": {**SET_MS_G16, "train": {"head_lr": 3e-4, "d_lr": 0.0}},
+    # The set loss on DCGAN's D (d_lr 2e-4), and on LSGAN's with D at DCGAN's rate: does a
+    # stronger adversarial D help the set loss?
+    "dcgan-set-ms-g16": {**SET_MS_G16, "arch": "dcgan"},
+    "lsgan-set-ms-g16-dfast": {**SET_MS_G16, "train": {"head_lr": 3e-4, "d_lr": 2e-4}},
     "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
                           "weak_objective": "set"},
     "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",
