@@ -186,6 +186,8 @@ def test_each_mirrored_replica_must_get_whole_runs():
     1 run each: nothing for the set loss to tell apart on a replica."""
     model = dict(SET, weak_group=16)
     assert _weak_group(model, 64, replicas=2) == 16
+    # the run-level classifier needs the same grouped batches
+    assert _weak_group({**model, "weak_objective": "set_class"}, 64) == 16
     with pytest.raises(ConfigError, match="model.weak_group: 16 .*4 replicas' 16 cells"):
         _weak_group(model, 64, replicas=4)
     with pytest.raises(ConfigError, match="3 replicas"):

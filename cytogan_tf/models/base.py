@@ -419,7 +419,6 @@ class BaseGAN(keras.Model):
         random flip, rotation and shift (its own trunk pass, as the morphology head's: a
         profile is the mean over whole cells, and D's windows hide their size)."""
         from .. import losses
-
         from .class_head import GROUPED_OBJECTIVES
 
         if self.weak_objective in GROUPED_OBJECTIVES:

@@ -278,9 +278,9 @@ class BiGAN(BaseGAN):
         weak label; each cell under a random flip, rotation and shift (augment.diff_augment),
         so E cannot learn the labels by a cell's pixels at one pose (~2k cells). With
         `weak_objective = "set"` / `"set_class"` the loss is scored over runs of one class."""
-        out = self.encoder_class_head(self._z_of_moved(real), training=True)
         from .class_head import GROUPED_OBJECTIVES
 
+        out = self.encoder_class_head(self._z_of_moved(real), training=True)
         if self.encoder_weak_objective in GROUPED_OBJECTIVES:
             return losses.grouped_weak_loss(self.encoder_weak_objective, out, labels,
                                             self.encoder_weak_group)
