@@ -184,18 +184,23 @@ def classification_loss(logits, labels):
 # which treatment it got (a linear class head on ~35 cells per treatment stays near
 # chance, docs/learned-encoders.md), while the mean of a few cells does. Written here
 # because no library ships a contrastive loss over set means with a class mask.
+def _as_runs(values, labels, group_size):
+    """A batch in runs of `group_size` cells of one class (data.pipeline's group_size
+    order) as float32 [runs, group_size, dim] and each run's label [runs]."""
+    values = _f32(values)
+    runs = tf.reshape(values, [-1, group_size, tf.shape(values)[-1]])
+    return runs, tf.reshape(labels, [-1, group_size])[:, 0]
+
+
 def set_contrast_loss(projections, labels, group_size, temperature=0.2):
     """NT-Xent between the mean projections of two halves of each run of `group_size`
     cells of one class (the batch as data.pipeline's group_size orders it): each half's
     mean must pick its other half among the batch's half-means. Halves of other runs of
     the same class are left out of the denominator, not pushed away."""
-    proj = _f32(projections)
-    dim = tf.shape(proj)[-1]
+    runs, run_labels = _as_runs(projections, labels, group_size)
     half = group_size // 2
-    runs = tf.reshape(proj[:, None], [-1, group_size, dim])
     a = tf.reduce_mean(runs[:, :half], axis=1)
     b = tf.reduce_mean(runs[:, half:2 * half], axis=1)
-    run_labels = tf.reshape(labels, [-1, group_size])[:, 0]
     z = tf.math.l2_normalize(tf.concat([a, b], axis=0), axis=1)
     n = tf.shape(a)[0]
     both = tf.concat([run_labels, run_labels], axis=0)
@@ -215,20 +220,21 @@ def set_classification_loss(logits, labels, group_size):
     cell says little about its treatment (the per-cell class loss barely leaves chance),
     and the set loss's contrast sees only the batch's few other runs; this one is scored
     against every class at each step."""
-    logits = _f32(logits)
-    runs = tf.reshape(logits[:, None], [-1, group_size, tf.shape(logits)[-1]])
-    run_labels = tf.reshape(labels, [-1, group_size])[:, 0]
+    runs, run_labels = _as_runs(logits, labels, group_size)
     return classification_loss(tf.reduce_mean(runs, axis=1), run_labels)
+
+
+# The weak-label objectives scored over runs of one class, by `model.weak_objective`
+# (models.class_head.GROUPED_OBJECTIVES is read from here).
+RUN_LOSSES = {"set": set_contrast_loss, "set_class": set_classification_loss}
 
 
 def grouped_weak_loss(objective, head_out, labels, group_size):
     """The weak-label loss of a batch in runs of one class: `set` (contrast of half-run
     means) or `set_class` (each run's mean logits against its class)."""
-    if objective == "set":
-        return set_contrast_loss(head_out, labels, group_size)
-    if objective == "set_class":
-        return set_classification_loss(head_out, labels, group_size)
-    raise ValueError(f"{objective!r} is not a weak objective over runs of one class")
+    if objective not in RUN_LOSSES:
+        raise ValueError(f"{objective!r} is not a weak objective over runs of one class")
+    return RUN_LOSSES[objective](head_out, labels, group_size)
 
 
 def regression_loss(predictions, targets):

@@ -130,7 +130,10 @@ def test_lsgan_set_head_trains_the_texture_readout_at_the_heads_rate(objective):
     before = conv0.numpy().copy()
     seen = [float(gan.train_step((x, labels))["class_loss"]) for _ in range(30)]
     assert all(math.isfinite(v) for v in seen)
-    assert np.mean(seen[-3:]) < 0.65 * np.mean(seen[:3]), seen
+    # the set loss falls below half its start; the run-level classifier from near chance
+    # (ln 2) more slowly (0.62 -> 0.36 in 30 steps)
+    bar = 0.5 if objective == "set" else 0.65
+    assert np.mean(seen[-3:]) < bar * np.mean(seen[:3]), seen
     assert np.abs(conv0.numpy() - before).max() > 1e-3  # the head's rate reached the first stage
 
 

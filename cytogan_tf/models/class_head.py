@@ -12,6 +12,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from ..losses import RUN_LOSSES
+
 
 def build_class_head(feature_dim: int, n_classes: int, name: str = "class_head"):
     """features [B, feature_dim] -> class logits [B, n_classes], float32 (also E's linear
@@ -24,9 +26,9 @@ def build_class_head(feature_dim: int, n_classes: int, name: str = "class_head")
     return keras.Model(feats, logits, name=name)
 
 
-WEAK_OBJECTIVES = ("class", "set", "set_class")
 # Objectives scored over runs of one class (the batch ordered by data.pipeline's group_size).
-GROUPED_OBJECTIVES = ("set", "set_class")
+GROUPED_OBJECTIVES = tuple(RUN_LOSSES)
+WEAK_OBJECTIVES = ("class", *GROUPED_OBJECTIVES)
 SET_PROJECTION_DIM = 64  # the set loss's cosine space: SimCLR-like width, well under the features'
 
 
