@@ -14,7 +14,7 @@ from cytogan_tf.data.pipeline import make_dataset
 from cytogan_tf.errors import ConfigError, DataError
 from cytogan_tf.export import export_run, read_export_metadata
 from cytogan_tf.models import build_gan, make_head_optimizer, make_optimizers
-from cytogan_tf.models.class_head import SET_PROJECTION_DIM
+from cytogan_tf.models.class_head import SET_PROJECTION_DIM, build_weak_head
 from cytogan_tf.training import _weak_group, load_run, train
 
 from training_helpers import tiny_config, write_tiny_shards
@@ -162,6 +162,15 @@ def test_bigan_set_head_on_z_trains_with_g_and_e(objective):
 def test_bad_set_options_are_config_errors(extra, message):
     with pytest.raises(ConfigError, match=message):
         build_gan({"arch": "lsgan", **TINY, **SET, "n_classes": 3, **extra})
+
+
+@pytest.mark.parametrize("objective", ["class", "set", "set_class"])
+def test_a_weak_head_over_fewer_than_two_classes_is_refused_naming_its_model(objective):
+    with pytest.raises(ConfigError, match="model.n_classes"):
+        build_gan({"arch": "bigan", **TINY, **SET, "weak_objective": objective, "n_classes": 1})
+    # the networks' own check, for callers that build a head without the config check
+    with pytest.raises(ValueError, match="bigan: weak labels need n_classes >= 2, got 1"):
+        build_weak_head(8, objective, 1, owner="bigan")
 
 
 def test_set_run_refuses_a_batch_its_runs_do_not_fill_then_resumes_and_exports(labelled_shards,

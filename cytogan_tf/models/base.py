@@ -102,10 +102,8 @@ class BaseGAN(keras.Model):
             from .class_head import build_weak_head
             if trunk is None:
                 raise ValueError(f"{arch}: weak labels need a discriminator trunk")
-            if self.n_classes < 2:
-                raise ValueError(f"{arch}: weak labels need n_classes >= 2, got {n_classes}")
             self.class_head = build_weak_head(int(trunk.outputs[1].shape[-1]), weak_objective,
-                                              self.n_classes)
+                                              self.n_classes, owner=arch)
         # A morphology head (models/morphology.py): the same pooled features of each real
         # cell under a random flip, rotation and shift predict the cell's statistics.
         self.morphology_weight = float(morphology_weight)

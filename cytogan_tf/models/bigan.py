@@ -187,9 +187,7 @@ class BiGAN(BaseGAN):
         class_head = None
         if weak_labels != "none":
             from .class_head import build_weak_head
-            if int(n_classes) < 2:
-                raise ValueError(f"{arch}: weak labels need n_classes >= 2, got {n_classes}")
-            class_head = build_weak_head(latent_dim, weak_objective, int(n_classes))
+            class_head = build_weak_head(latent_dim, weak_objective, n_classes, owner=arch)
         return cls(gen, disc, embed, latent_encoder=latent_encoder, latent_dim=latent_dim,
                    image_size=image_size, arch=arch, encoder_dim=int(embed.outputs[0].shape[-1]),
                    seed=seed, update=update, augment=augment, recon_weight=recon_weight,

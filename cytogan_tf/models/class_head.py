@@ -32,10 +32,14 @@ WEAK_OBJECTIVES = ("class", *GROUPED_OBJECTIVES)
 SET_PROJECTION_DIM = 64  # the set loss's cosine space: SimCLR-like width, well under the features'
 
 
-def build_weak_head(feature_dim: int, objective: str, n_classes: int, name: str = "class_head"):
+def build_weak_head(feature_dim: int, objective: str, n_classes: int, name: str = "class_head",
+                    *, owner: str = "model"):
     """The head `weak_objective` trains: class logits (class, set_class), or (set) a linear
-    projection whose half-run means the set loss compares. Linear for the class head's reason."""
+    projection whose half-run means the set loss compares. Linear for the class head's reason.
+    `owner` (the arch) names the model in the error of a class count below 2."""
     if objective not in WEAK_OBJECTIVES:
         raise ValueError(f"unknown weak_objective {objective!r}; valid: {', '.join(WEAK_OBJECTIVES)}")
+    if int(n_classes) < 2:
+        raise ValueError(f"{owner}: weak labels need n_classes >= 2, got {n_classes}")
     width = SET_PROJECTION_DIM if objective == "set" else n_classes
     return build_class_head(feature_dim, width, name=name)
