@@ -302,6 +302,16 @@ VARIANTS = {
     # stronger adversarial D help the set loss?
     "dcgan-set-ms-g16": {**SET_MS_G16, "arch": "dcgan"},
     "lsgan-set-ms-g16-dfast": {**SET_MS_G16, "train": {"head_lr": 3e-4, "d_lr": 2e-4}},
+    # The set loss at the configs' full widths ([256, 128, 64, 32]; ~1.5x a demo-width
+    # step, so 800 steps cost about 1,200 of the demo's): does a wider D give the set loss
+    # more to point at treatment differences?
+    "lsgan-set-ms-g16-full": {**SET_MS_G16, "widths": [256, 128, 64, 32]},
+    # The set loss with a morphology head on D's pooled features (models/morphology.py:
+    # each whole cell's size, intensity, spread and texture statistics as linear
+    # regression targets): the set loss points the features at treatment differences, the
+    # head keeps what the demo's MOAs differ in (size, brightness) readable per cell.
+    "lsgan-set-ms-g16-morph": {**SET_MS_G16, "morphology_weight": 1.0,
+                               "morphology_statistics": "shape-texture"},
     "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
                           "weak_objective": "set"},
     "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",
