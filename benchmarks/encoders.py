@@ -312,6 +312,12 @@ VARIANTS = {
     # head keeps what the demo's MOAs differ in (size, brightness) readable per cell.
     "lsgan-set-ms-g16-morph": {**SET_MS_G16, "morphology_weight": 1.0,
                                "morphology_statistics": "shape-texture"},
+    # False-negative cancellation (model.weak_cancel): the nearest other treatments are left
+    # out of each softmax, not pushed away (they are the likeliest to share a mechanism).
+    # set: 2 of a half-mean's 6 negatives (about one run); set_class: 5 of 48 other
+    # treatments (about one MOA's compounds and doses).
+    "lsgan-set-ms-g16-cancel2": {**SET_MS_G16, "weak_cancel": 2},
+    "lsgan-setclass-ms-g16-cancel5": {**SET_MS_G16, "weak_objective": "set_class", "weak_cancel": 5},
     "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
                           "weak_objective": "set"},
     "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",

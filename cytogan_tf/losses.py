@@ -192,11 +192,26 @@ def _as_runs(values, labels, group_size):
     return runs, tf.reshape(labels, [-1, group_size])[:, 0]
 
 
-def set_contrast_loss(projections, labels, group_size, temperature=0.2):
+def _cancel_nearest(logits, candidates, n):
+    """`logits` with each row's `n` largest entries among `candidates` (bool, same shape)
+    set to -1e9: left out of the softmax's denominator, not pushed away."""
+    if not n:
+        return logits
+    k = tf.minimum(int(n), tf.shape(logits)[1])
+    ranked = tf.where(candidates, logits, tf.fill(tf.shape(logits), -1e9))
+    kth = tf.math.top_k(tf.stop_gradient(ranked), k=k).values[:, -1:]
+    drop = tf.logical_and(candidates, tf.stop_gradient(ranked) >= kth)
+    return tf.where(drop, tf.fill(tf.shape(logits), -1e9), logits)
+
+
+def set_contrast_loss(projections, labels, group_size, temperature=0.2, cancel=0):
     """NT-Xent between the mean projections of two halves of each run of `group_size`
     cells of one class (the batch as data.pipeline's group_size orders it): each half's
     mean must pick its other half among the batch's half-means. Halves of other runs of
-    the same class are left out of the denominator, not pushed away."""
+    the same class are left out of the denominator, not pushed away; so are, with
+    `cancel`, each half's `cancel` most similar half-means of other classes (false-negative
+    cancellation: the nearest other treatments are the likeliest to share its mechanism,
+    which profiling wants close, and the labels cannot say which they are)."""
     runs, run_labels = _as_runs(projections, labels, group_size)
     half = group_size // 2
     a = tf.reduce_mean(runs[:, :half], axis=1)
@@ -210,18 +225,23 @@ def set_contrast_loss(projections, labels, group_size, temperature=0.2):
     left_out = tf.logical_and(same_class, tf.logical_not(is_target))  # self included
     logits = tf.matmul(z, z, transpose_b=True) / temperature
     logits = tf.where(left_out, tf.fill(tf.shape(logits), -1e9), logits)
+    logits = _cancel_nearest(logits, tf.logical_not(same_class), cancel)
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
 
 
-def set_classification_loss(logits, labels, group_size):
+def set_classification_loss(logits, labels, group_size, cancel=0):
     """Cross-entropy of each run's mean class logits (runs of `group_size` cells of one
     class, as data.pipeline's group_size orders the batch) against the run's class: the
     run's profile, not each cell, must name its treatment among all of them. Why: one
     cell says little about its treatment (the per-cell class loss barely leaves chance),
     and the set loss's contrast sees only the batch's few other runs; this one is scored
-    against every class at each step."""
+    against every class at each step. `cancel` leaves each run's `cancel` highest other
+    classes out of the softmax (set_contrast_loss's false-negative cancellation)."""
     runs, run_labels = _as_runs(logits, labels, group_size)
-    return classification_loss(tf.reduce_mean(runs, axis=1), run_labels)
+    mean_logits = tf.reduce_mean(runs, axis=1)
+    others = tf.logical_not(tf.one_hot(run_labels, tf.shape(mean_logits)[1], on_value=True,
+                                       off_value=False))
+    return classification_loss(_cancel_nearest(mean_logits, others, cancel), run_labels)
 
 
 # The weak-label objectives scored over runs of one class, by `model.weak_objective`
@@ -229,12 +249,13 @@ def set_classification_loss(logits, labels, group_size):
 RUN_LOSSES = {"set": set_contrast_loss, "set_class": set_classification_loss}
 
 
-def grouped_weak_loss(objective, head_out, labels, group_size):
+def grouped_weak_loss(objective, head_out, labels, group_size, cancel=0):
     """The weak-label loss of a batch in runs of one class: `set` (contrast of half-run
-    means) or `set_class` (each run's mean logits against its class)."""
+    means) or `set_class` (each run's mean logits against its class); `cancel` nearest
+    other classes left out of each softmax."""
     if objective not in RUN_LOSSES:
         raise ValueError(f"{objective!r} is not a weak objective over runs of one class")
-    return RUN_LOSSES[objective](head_out, labels, group_size)
+    return RUN_LOSSES[objective](head_out, labels, group_size, cancel=cancel)
 
 
 def regression_loss(predictions, targets):

@@ -83,6 +83,42 @@ def test_set_class_loss_scores_each_runs_mean_logits_not_each_cell():
         losses.grouped_weak_loss("class", logits, labels, 4)
 
 
+def test_cancelling_the_nearest_other_run_spares_a_look_alike_treatment():
+    """With weak_cancel, a run whose centre sits next to another treatment's (two
+    compounds of one mechanism) is not pushed from it: the loss drops to what it is
+    without that run in the denominator, and a distant run is never the one dropped."""
+    rng = np.random.default_rng(2)
+    centres = 3.0 * rng.normal(size=(4, 16))
+    centres[1] = centres[0] + 0.3 * rng.normal(size=16)  # run 1 looks like run 0
+    labels = np.repeat(np.arange(4), 8)
+    x = _runs(centres, 8, 0.5)
+    plain = float(losses.set_contrast_loss(x, labels, 8))
+    cancelled = float(losses.set_contrast_loss(x, labels, 8, cancel=2))
+    # the same batch scored with runs 0 and 1 as one class: each leaves the other out
+    as_one = labels.copy()
+    as_one[8:16] = 0
+    masked = float(losses.set_contrast_loss(x, as_one, 8))
+    assert cancelled < 0.25 * plain, (plain, cancelled)
+    assert cancelled == pytest.approx(masked, abs=0.02), (cancelled, masked)
+    assert float(losses.set_contrast_loss(x, labels, 8, cancel=6)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_set_class_cancel_drops_each_runs_highest_other_classes():
+    labels = np.repeat(np.arange(4), 4)
+    logits = np.random.default_rng(3).normal(size=(16, 6)).astype(np.float32)
+    means = logits.reshape(4, 4, 6).mean(axis=1)
+    expected = []
+    for run, label in enumerate(range(4)):
+        others = [c for c in np.argsort(-means[run]) if c != label][:2]  # the 2 highest others
+        kept = np.delete(means[run], others)
+        target = label - sum(o < label for o in others)
+        expected.append(-(kept[target] - np.log(np.exp(kept).sum())))
+    got = float(losses.set_classification_loss(logits, labels, 4, cancel=2))
+    assert got == pytest.approx(np.mean(expected), rel=1e-5)
+    assert got < float(losses.set_classification_loss(logits, labels, 4))
+    assert float(losses.grouped_weak_loss("set_class", logits, labels, 4, cancel=2)) == pytest.approx(got)
+
+
 def test_grouped_batches_hold_runs_of_one_treatment_each_cells_own(labelled_shards):
     weak = weak_labels(labelled_shards, "treatment")
     of_cell = dict(zip(weak.cell_ids, weak.labels))
@@ -154,8 +190,30 @@ def test_bigan_set_head_on_z_trains_with_g_and_e(objective):
     assert seen[-1] < 0.5 * seen[0], seen
 
 
+@pytest.mark.parametrize("arch", ["lsgan", "bigan"])
+def test_weak_cancel_reaches_the_run_loss_of_d_and_e(arch, monkeypatch):
+    seen = []
+    original = losses.grouped_weak_loss
+
+    def recording(objective, head_out, labels, group_size, cancel=0):
+        seen.append(cancel)
+        return original(objective, head_out, labels, group_size, cancel=cancel)
+
+    monkeypatch.setattr(losses, "grouped_weak_loss", recording)
+    gan = build_gan({"arch": arch, **TINY, **SET, "weak_cancel": 1, "n_classes": 3}, seed=0)
+    gan.compile(*make_optimizers(OPT))
+    labels = tf.constant([0] * 4 + [1] * 4 + [2] * 4, tf.int64)
+    x = 0.1 * tf.random.stateless_normal([12, 32, 32, 3], seed=[0, 4])
+    out = gan.train_step((x, labels))
+    assert seen and set(seen) == {1}
+    assert math.isfinite(float(out["class_loss"]))
+
+
 @pytest.mark.parametrize("extra,message", [
     ({"weak_objective": "pairs"}, "model.weak_objective"),
+    ({"weak_cancel": -1}, "model.weak_cancel"),
+    ({"weak_cancel": True}, "model.weak_cancel"),
+    ({"weak_objective": "class", "weak_cancel": 2}, "needs a weak_objective over runs"),
     ({"weak_group": 3}, "model.weak_group"),
     ({"weak_group": True}, "model.weak_group"),
 ])

@@ -21,7 +21,7 @@ _COMMON_KEYS = {"arch", "image_size", "latent_dim", "encoder_dim", "widths", "up
 _SSL_KEYS = {"ssl", "ssl_weight", "ssl_temperature", "ssl_objective"}
 # Weak treatment labels (data/labels.py, models/class_head.py); `train` sets n_classes
 # from the shards.
-_WEAK_KEYS = {"weak_labels", "weak_weight", "n_classes", "weak_objective", "weak_group"}
+_WEAK_KEYS = {"weak_labels", "weak_weight", "n_classes", "weak_objective", "weak_group", "weak_cancel"}
 # A morphology head: features predict each cell's statistics (models/morphology.py).
 _MORPHOLOGY_KEYS = {"morphology_weight", "morphology_statistics"}
 # Which of D's pooled features the heads train on (networks.HEAD_FEATURES).
@@ -168,6 +168,15 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     _check(isinstance(group, int) and not isinstance(group, bool) and group >= 2 and group % 2 == 0,
            f"model.weak_group: {group!r} must be an even whole number of cells, at least 2 "
            "(each run of one class splits into two halves)")
+    from .class_head import GROUPED_OBJECTIVES
+
+    cancel = cfg.get("weak_cancel", 0)
+    _check(isinstance(cancel, int) and not isinstance(cancel, bool) and cancel >= 0,
+           f"model.weak_cancel: {cancel!r} must be a whole number >= 0 (0: every other class "
+           "is a negative)")
+    _check(cancel == 0 or objective in GROUPED_OBJECTIVES,
+           f"model.weak_cancel: {cancel} needs a weak_objective over runs of one class "
+           f"({', '.join(GROUPED_OBJECTIVES)}), not {objective!r}")
     _check_weight(cfg, "morphology_weight", 0.0, " (0: no morphology head)")
     from .morphology import STATISTIC_SETS
 

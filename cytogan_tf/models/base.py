@@ -52,6 +52,7 @@ class BaseGAN(keras.Model):
         n_classes: int = 0,
         weak_objective: str = "class",
         weak_group: int = 8,
+        weak_cancel: int = 0,
         head_blocks=None,
         morphology_weight: float = 0.0,
         morphology_statistics: str = "shape",
@@ -97,6 +98,7 @@ class BaseGAN(keras.Model):
         self.n_classes = int(n_classes)
         self.weak_objective = weak_objective
         self.weak_group = int(weak_group)
+        self.weak_cancel = int(weak_cancel)
         self.class_head = None
         if weak_labels != "none":
             from .class_head import build_weak_head
@@ -424,7 +426,8 @@ class BaseGAN(keras.Model):
 
             _, pooled = self.trunk(diff_augment(real, self._stateless_seed()), training=True)
             out = self.class_head(tf.cast(pooled, tf.float32), training=True)
-            return losses.grouped_weak_loss(self.weak_objective, out, labels, self.weak_group)
+            return losses.grouped_weak_loss(self.weak_objective, out, labels, self.weak_group,
+                                            cancel=self.weak_cancel)
         class_logits = self.class_head(tf.concat(real_feats, axis=0), training=True)
         return losses.classification_loss(class_logits, tf.tile(labels, [len(real_feats)]))
 
