@@ -318,6 +318,10 @@ VARIANTS = {
     # treatments (about one MOA's compounds and doses).
     "lsgan-set-ms-g16-cancel2": {**SET_MS_G16, "weak_cancel": 2},
     "lsgan-setclass-ms-g16-cancel5": {**SET_MS_G16, "weak_objective": "set_class", "weak_cancel": 5},
+    # The set loss's softmax temperature (model.weak_temperature, 0.2 above): colder weighs
+    # the hardest negatives more (cancelling them, above, lost on the texture plates).
+    "lsgan-set-ms-g16-t01": {**SET_MS_G16, "weak_temperature": 0.1},
+    "lsgan-set-ms-g16-t05": {**SET_MS_G16, "weak_temperature": 0.5},
     "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
                           "weak_objective": "set"},
     "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",

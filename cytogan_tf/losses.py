@@ -249,12 +249,15 @@ def set_classification_loss(logits, labels, group_size, cancel=0):
 RUN_LOSSES = {"set": set_contrast_loss, "set_class": set_classification_loss}
 
 
-def grouped_weak_loss(objective, head_out, labels, group_size, cancel=0):
+def grouped_weak_loss(objective, head_out, labels, group_size, cancel=0, temperature=0.2):
     """The weak-label loss of a batch in runs of one class: `set` (contrast of half-run
-    means) or `set_class` (each run's mean logits against its class); `cancel` nearest
-    other classes left out of each softmax."""
+    means, at `temperature`) or `set_class` (each run's mean logits against its class,
+    whose head learns its own scale); `cancel` nearest other classes left out of each
+    softmax."""
     if objective not in RUN_LOSSES:
         raise ValueError(f"{objective!r} is not a weak objective over runs of one class")
+    if objective == "set":
+        return set_contrast_loss(head_out, labels, group_size, temperature, cancel=cancel)
     return RUN_LOSSES[objective](head_out, labels, group_size, cancel=cancel)
 
 

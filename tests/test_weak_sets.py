@@ -191,28 +191,44 @@ def test_bigan_set_head_on_z_trains_with_g_and_e(objective):
 
 
 @pytest.mark.parametrize("arch", ["lsgan", "bigan"])
-def test_weak_cancel_reaches_the_run_loss_of_d_and_e(arch, monkeypatch):
+def test_weak_cancel_and_temperature_reach_the_run_loss_of_d_and_e(arch, monkeypatch):
     seen = []
     original = losses.grouped_weak_loss
 
-    def recording(objective, head_out, labels, group_size, cancel=0):
-        seen.append(cancel)
-        return original(objective, head_out, labels, group_size, cancel=cancel)
+    def recording(objective, head_out, labels, group_size, cancel=0, temperature=0.2):
+        seen.append((cancel, temperature))
+        return original(objective, head_out, labels, group_size, cancel=cancel,
+                        temperature=temperature)
 
     monkeypatch.setattr(losses, "grouped_weak_loss", recording)
-    gan = build_gan({"arch": arch, **TINY, **SET, "weak_cancel": 1, "n_classes": 3}, seed=0)
+    gan = build_gan({"arch": arch, **TINY, **SET, "weak_cancel": 1, "weak_temperature": 0.1,
+                     "n_classes": 3}, seed=0)
     gan.compile(*make_optimizers(OPT))
     labels = tf.constant([0] * 4 + [1] * 4 + [2] * 4, tf.int64)
     x = 0.1 * tf.random.stateless_normal([12, 32, 32, 3], seed=[0, 4])
     out = gan.train_step((x, labels))
-    assert seen and set(seen) == {1}
+    assert seen and set(seen) == {(1, 0.1)}
     assert math.isfinite(float(out["class_loss"]))
+
+
+def test_the_set_losss_temperature_is_its_softmaxs():
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(4), 8)
+    x = _runs(3.0 * rng.normal(size=(4, 16)), 8, 2.0)
+    for t in (0.1, 0.5):
+        assert float(losses.grouped_weak_loss("set", x, labels, 8, temperature=t)) == pytest.approx(
+            float(losses.set_contrast_loss(x, labels, 8, temperature=t)))
+    # a colder softmax is sharper: lower loss where the halves already match best
+    assert float(losses.set_contrast_loss(x, labels, 8, temperature=0.1)) < float(
+        losses.set_contrast_loss(x, labels, 8, temperature=0.5))
 
 
 @pytest.mark.parametrize("extra,message", [
     ({"weak_objective": "pairs"}, "model.weak_objective"),
     ({"weak_cancel": -1}, "model.weak_cancel"),
     ({"weak_cancel": True}, "model.weak_cancel"),
+    ({"weak_temperature": 0}, "model.weak_temperature"),
+    ({"weak_temperature": "cold"}, "model.weak_temperature"),
     ({"weak_objective": "class", "weak_cancel": 2}, "needs a weak_objective over runs"),
     ({"weak_group": 3}, "model.weak_group"),
     ({"weak_group": True}, "model.weak_group"),

@@ -21,7 +21,8 @@ _COMMON_KEYS = {"arch", "image_size", "latent_dim", "encoder_dim", "widths", "up
 _SSL_KEYS = {"ssl", "ssl_weight", "ssl_temperature", "ssl_objective"}
 # Weak treatment labels (data/labels.py, models/class_head.py); `train` sets n_classes
 # from the shards.
-_WEAK_KEYS = {"weak_labels", "weak_weight", "n_classes", "weak_objective", "weak_group", "weak_cancel"}
+_WEAK_KEYS = {"weak_labels", "weak_weight", "n_classes", "weak_objective", "weak_group", "weak_cancel",
+              "weak_temperature"}
 # A morphology head: features predict each cell's statistics (models/morphology.py).
 _MORPHOLOGY_KEYS = {"morphology_weight", "morphology_statistics"}
 # Which of D's pooled features the heads train on (networks.HEAD_FEATURES).
@@ -174,6 +175,9 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     _check(isinstance(cancel, int) and not isinstance(cancel, bool) and cancel >= 0,
            f"model.weak_cancel: {cancel!r} must be a whole number >= 0 (0: every other class "
            "is a negative)")
+    temperature = cfg.get("weak_temperature", 0.2)
+    _check(isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+           and temperature > 0, f"model.weak_temperature: {temperature!r} must be a positive number")
     _check(cancel == 0 or objective in GROUPED_OBJECTIVES,
            f"model.weak_cancel: {cancel} needs a weak_objective over runs of one class "
            f"({', '.join(GROUPED_OBJECTIVES)}), not {objective!r}")

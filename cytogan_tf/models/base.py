@@ -53,6 +53,7 @@ class BaseGAN(keras.Model):
         weak_objective: str = "class",
         weak_group: int = 8,
         weak_cancel: int = 0,
+        weak_temperature: float = 0.2,
         head_blocks=None,
         morphology_weight: float = 0.0,
         morphology_statistics: str = "shape",
@@ -99,6 +100,7 @@ class BaseGAN(keras.Model):
         self.weak_objective = weak_objective
         self.weak_group = int(weak_group)
         self.weak_cancel = int(weak_cancel)
+        self.weak_temperature = float(weak_temperature)
         self.class_head = None
         if weak_labels != "none":
             from .class_head import build_weak_head
@@ -427,7 +429,8 @@ class BaseGAN(keras.Model):
             _, pooled = self.trunk(diff_augment(real, self._stateless_seed()), training=True)
             out = self.class_head(tf.cast(pooled, tf.float32), training=True)
             return losses.grouped_weak_loss(self.weak_objective, out, labels, self.weak_group,
-                                            cancel=self.weak_cancel)
+                                            cancel=self.weak_cancel,
+                                            temperature=self.weak_temperature)
         class_logits = self.class_head(tf.concat(real_feats, axis=0), training=True)
         return losses.classification_loss(class_logits, tf.tile(labels, [len(real_feats)]))
 

@@ -130,7 +130,7 @@ class BiGAN(BaseGAN):
                  encoder_ssl_weight=1.0, encoder_ssl_views="window", encoder_class_head=None,
                  encoder_weak_weight=1.0, morphology_weight=0.0, morphology_statistics="shape",
                  encoder_weak_objective="class", encoder_weak_group=8,
-                 encoder_weak_cancel=0, **kwargs):
+                 encoder_weak_cancel=0, encoder_weak_temperature=0.2, **kwargs):
         self.recon_weight = float(recon_weight)
         if self.recon_weight > 0:
             self.metric_names = self.metric_names + ("recon_loss",)
@@ -149,6 +149,7 @@ class BiGAN(BaseGAN):
         self.encoder_weak_objective = encoder_weak_objective
         self.encoder_weak_group = int(encoder_weak_group)
         self.encoder_weak_cancel = int(encoder_weak_cancel)
+        self.encoder_weak_temperature = float(encoder_weak_temperature)
         self.latent_encoder = latent_encoder
         self.recon_space = recon_space
         self.image_stages = image_stages  # D's image branch, for recon_space "features"
@@ -178,7 +179,7 @@ class BiGAN(BaseGAN):
                            recon_space="pixels", ssl="none", ssl_weight=1.0, ssl_temperature=0.2,
                            ssl_objective="nt-xent", head_features="latent", ssl_views="window",
                            latent_from="flatten", weak_labels="none", weak_weight=1.0, n_classes=0,
-                           weak_objective="class", weak_group=8, weak_cancel=0,
+                           weak_objective="class", weak_group=8, weak_cancel=0, weak_temperature=0.2,
                            morphology_weight=0.0, morphology_statistics="shape"):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         latent_encoder, embed, trunk = build_latent_encoder(
@@ -198,7 +199,7 @@ class BiGAN(BaseGAN):
                    ssl_temperature=ssl_temperature, ssl_objective=ssl_objective,
                    encoder_class_head=class_head, encoder_weak_weight=weak_weight,
                    encoder_weak_objective=weak_objective, encoder_weak_group=weak_group,
-                   encoder_weak_cancel=weak_cancel,
+                   encoder_weak_cancel=weak_cancel, encoder_weak_temperature=weak_temperature,
                    morphology_weight=morphology_weight,
                    morphology_statistics=morphology_statistics)
 
@@ -284,7 +285,8 @@ class BiGAN(BaseGAN):
         out = self.encoder_class_head(self._z_of_moved(real), training=True)
         if self.encoder_weak_objective in GROUPED_OBJECTIVES:
             return losses.grouped_weak_loss(self.encoder_weak_objective, out, labels,
-                                            self.encoder_weak_group, cancel=self.encoder_weak_cancel)
+                                            self.encoder_weak_group, cancel=self.encoder_weak_cancel,
+                                            temperature=self.encoder_weak_temperature)
         return losses.classification_loss(out, labels)
 
     def _z_of_moved(self, real):
