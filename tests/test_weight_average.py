@@ -55,6 +55,24 @@ def test_a_run_exports_its_averaged_weights(shards, tmp_path):
     assert any(x is e_kernel for x in loaded.gan.weight_average.live)
 
 
+@pytest.mark.parametrize("arch,trained_with", [("lsgan", "multiscale"), ("bigan", "multiscale"),
+                                               ("began", "hidden")])
+def test_an_averaged_run_reloads_under_every_readout(arch, trained_with, shards, tmp_path):
+    """The benchmark and `cytogan profile --readout` rebuild a run with another readout;
+    with a moving average (stored by position) that must restore the same averages."""
+    cfg = tiny_config(arch, ema_decay=0.9)
+    cfg["model"]["readout"] = trained_with
+    train(cfg, shards, tmp_path / "run", steps=3, precision="float32", seed=1,
+          sample_every=100, checkpoint_every=100, verbose=0)
+    g_kernels = []
+    for readout in ("hidden", "multiscale", "texture"):
+        gan = load_run(tmp_path / "run", readout=readout).gan
+        assert gan.encoder.output_shape[-1] > 0
+        g_kernels.append(gan.generator.weights[0].numpy())
+    for kernel in g_kernels[1:]:
+        np.testing.assert_array_equal(kernel, g_kernels[0])
+
+
 def test_a_decay_of_one_or_more_is_a_config_error(shards, tmp_path):
     with pytest.raises(ConfigError, match="train.ema_decay"):
         train(tiny_config("lsgan", ema_decay=1.0), shards, tmp_path / "run", steps=2,

@@ -196,9 +196,12 @@ class BaseGAN(keras.Model):
         return self._d_heads()
 
     def averaged_networks(self) -> list:
-        """The networks export writes out (generator, encoder): what `average_weights`
-        averages."""
-        return [self.generator, self.encoder]
+        """What `average_weights` averages: the generator and the encoder export writes
+        out, the encoder by way of the network that owns its layers (D here) listed first.
+        Why: the encoder's own weights depend on its readout (the hidden readout has a
+        dense layer the others lack), and the checkpoint stores the averages by position,
+        so a run must average the same list whichever readout `load_run` rebuilds it with."""
+        return [self.generator, self.discriminator, self.encoder]
 
     def average_weights(self, decay: float):
         """Keep a moving average of the exported networks' weights from now on (call

@@ -221,7 +221,9 @@ class BiGAN(BaseGAN):
         return extra
 
     def averaged_networks(self) -> list:
-        return super().averaged_networks() + [self.latent_encoder]  # E's z: encode(), reconstruction
+        # E (its z: encode(), reconstruction) owns every readout's layers: listed before
+        # the readout, for BaseGAN.averaged_networks' reason.
+        return [self.generator, self.latent_encoder, self.encoder]
 
     def warm_up(self, images, z):
         images, z = tf.convert_to_tensor(images), tf.convert_to_tensor(z, tf.float32)
