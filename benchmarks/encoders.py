@@ -322,6 +322,9 @@ VARIANTS = {
     # the hardest negatives more (cancelling them, above, lost on the texture plates).
     "lsgan-set-ms-g16-t01": {**SET_MS_G16, "weak_temperature": 0.1},
     "lsgan-set-ms-g16-t05": {**SET_MS_G16, "weak_temperature": 0.5},
+    # The set loss with the exported weights a moving average over ~the last 200 steps
+    # (train.ema_decay): NSC wanders between checkpoints; does the average sit higher?
+    "lsgan-set-ms-g16-ema": {**SET_MS_G16, "train": {"head_lr": 3e-4, "ema_decay": 0.995}},
     "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
                           "weak_objective": "set"},
     "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",
