@@ -256,9 +256,8 @@ def grouped_weak_loss(objective, head_out, labels, group_size, cancel=0, tempera
     softmax."""
     if objective not in RUN_LOSSES:
         raise ValueError(f"{objective!r} is not a weak objective over runs of one class")
-    if objective == "set":
-        return set_contrast_loss(head_out, labels, group_size, temperature, cancel=cancel)
-    return RUN_LOSSES[objective](head_out, labels, group_size, cancel=cancel)
+    options = {"cancel": cancel, **({"temperature": temperature} if objective == "set" else {})}
+    return RUN_LOSSES[objective](head_out, labels, group_size, **options)
 
 
 def regression_loss(predictions, targets):

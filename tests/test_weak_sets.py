@@ -229,6 +229,7 @@ def test_the_set_losss_temperature_is_its_softmaxs():
     ({"weak_cancel": True}, "model.weak_cancel"),
     ({"weak_temperature": 0}, "model.weak_temperature"),
     ({"weak_temperature": "cold"}, "model.weak_temperature"),
+    ({"weak_objective": "set_class", "weak_temperature": 0.1}, "has no temperature"),
     ({"weak_objective": "class", "weak_cancel": 2}, "needs a weak_objective over runs"),
     ({"weak_group": 3}, "model.weak_group"),
     ({"weak_group": True}, "model.weak_group"),

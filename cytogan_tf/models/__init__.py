@@ -178,6 +178,9 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     temperature = cfg.get("weak_temperature", 0.2)
     _check(isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
            and temperature > 0, f"model.weak_temperature: {temperature!r} must be a positive number")
+    _check(temperature == 0.2 or objective == "set",
+           f"model.weak_temperature: {temperature} is the set loss's; weak_objective "
+           f"{objective!r} has no temperature (its head learns its own scale)")
     _check(cancel == 0 or objective in GROUPED_OBJECTIVES,
            f"model.weak_cancel: {cancel} needs a weak_objective over runs of one class "
            f"({', '.join(GROUPED_OBJECTIVES)}), not {objective!r}")
