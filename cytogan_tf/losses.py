@@ -192,19 +192,22 @@ def _as_runs(values, labels, group_size):
     return runs, tf.reshape(labels, [-1, group_size])[:, 0]
 
 
+SET_TEMPERATURE = 0.2  # the set loss's default softmax temperature (model.weak_temperature)
+
+
 def _cancel_nearest(logits, candidates, n):
     """`logits` with each row's `n` largest entries among `candidates` (bool, same shape)
     set to -1e9: left out of the softmax's denominator, not pushed away."""
     if not n:
         return logits
     k = tf.minimum(int(n), tf.shape(logits)[1])
-    ranked = tf.where(candidates, logits, tf.fill(tf.shape(logits), -1e9))
-    kth = tf.math.top_k(tf.stop_gradient(ranked), k=k).values[:, -1:]
-    drop = tf.logical_and(candidates, tf.stop_gradient(ranked) >= kth)
+    ranked = tf.stop_gradient(tf.where(candidates, logits, tf.fill(tf.shape(logits), -1e9)))
+    kth = tf.math.top_k(ranked, k=k).values[:, -1:]
+    drop = tf.logical_and(candidates, ranked >= kth)
     return tf.where(drop, tf.fill(tf.shape(logits), -1e9), logits)
 
 
-def set_contrast_loss(projections, labels, group_size, temperature=0.2, cancel=0):
+def set_contrast_loss(projections, labels, group_size, temperature=SET_TEMPERATURE, cancel=0):
     """NT-Xent between the mean projections of two halves of each run of `group_size`
     cells of one class (the batch as data.pipeline's group_size orders it): each half's
     mean must pick its other half among the batch's half-means. Halves of other runs of
@@ -249,7 +252,8 @@ def set_classification_loss(logits, labels, group_size, cancel=0):
 RUN_LOSSES = {"set": set_contrast_loss, "set_class": set_classification_loss}
 
 
-def grouped_weak_loss(objective, head_out, labels, group_size, cancel=0, temperature=0.2):
+def grouped_weak_loss(objective, head_out, labels, group_size, cancel=0,
+                      temperature=SET_TEMPERATURE):
     """The weak-label loss of a batch in runs of one class: `set` (contrast of half-run
     means, at `temperature`) or `set_class` (each run's mean logits against its class,
     whose head learns its own scale); `cancel` nearest other classes left out of each

@@ -175,10 +175,12 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     _check(isinstance(cancel, int) and not isinstance(cancel, bool) and cancel >= 0,
            f"model.weak_cancel: {cancel!r} must be a whole number >= 0 (0: every other class "
            "is a negative)")
-    temperature = cfg.get("weak_temperature", 0.2)
+    from ..losses import SET_TEMPERATURE
+
+    temperature = cfg.get("weak_temperature", SET_TEMPERATURE)
     _check(isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
            and temperature > 0, f"model.weak_temperature: {temperature!r} must be a positive number")
-    _check(temperature == 0.2 or objective == "set",
+    _check(temperature == SET_TEMPERATURE or objective == "set",
            f"model.weak_temperature: {temperature} is the set loss's; weak_objective "
            f"{objective!r} has no temperature (its head learns its own scale)")
     _check(cancel == 0 or objective in GROUPED_OBJECTIVES,

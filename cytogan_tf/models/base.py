@@ -17,6 +17,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from ..losses import SET_TEMPERATURE
+
 
 def _num_replicas() -> int:
     ctx = tf.distribute.get_replica_context()
@@ -53,7 +55,7 @@ class BaseGAN(keras.Model):
         weak_objective: str = "class",
         weak_group: int = 8,
         weak_cancel: int = 0,
-        weak_temperature: float = 0.2,
+        weak_temperature: float = SET_TEMPERATURE,
         head_blocks=None,
         morphology_weight: float = 0.0,
         morphology_statistics: str = "shape",

@@ -130,7 +130,7 @@ class BiGAN(BaseGAN):
                  encoder_ssl_weight=1.0, encoder_ssl_views="window", encoder_class_head=None,
                  encoder_weak_weight=1.0, morphology_weight=0.0, morphology_statistics="shape",
                  encoder_weak_objective="class", encoder_weak_group=8,
-                 encoder_weak_cancel=0, encoder_weak_temperature=0.2, **kwargs):
+                 encoder_weak_cancel=0, encoder_weak_temperature=losses.SET_TEMPERATURE, **kwargs):
         self.recon_weight = float(recon_weight)
         if self.recon_weight > 0:
             self.metric_names = self.metric_names + ("recon_loss",)
@@ -179,7 +179,7 @@ class BiGAN(BaseGAN):
                            recon_space="pixels", ssl="none", ssl_weight=1.0, ssl_temperature=0.2,
                            ssl_objective="nt-xent", head_features="latent", ssl_views="window",
                            latent_from="flatten", weak_labels="none", weak_weight=1.0, n_classes=0,
-                           weak_objective="class", weak_group=8, weak_cancel=0, weak_temperature=0.2,
+                           weak_objective="class", weak_group=8, weak_cancel=0, weak_temperature=losses.SET_TEMPERATURE,
                            morphology_weight=0.0, morphology_statistics="shape"):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         latent_encoder, embed, trunk = build_latent_encoder(
