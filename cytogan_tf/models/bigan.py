@@ -179,7 +179,8 @@ class BiGAN(BaseGAN):
                            recon_space="pixels", ssl="none", ssl_weight=1.0, ssl_temperature=0.2,
                            ssl_objective="nt-xent", head_features="latent", ssl_views="window",
                            latent_from="flatten", weak_labels="none", weak_weight=1.0, n_classes=0,
-                           weak_objective="class", weak_group=8, weak_cancel=0, weak_temperature=losses.SET_TEMPERATURE,
+                           weak_objective="class", weak_group=8, weak_cancel=0,
+                           weak_temperature=losses.SET_TEMPERATURE,
                            morphology_weight=0.0, morphology_statistics="shape"):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
         latent_encoder, embed, trunk = build_latent_encoder(
