@@ -193,6 +193,7 @@ def _as_runs(values, labels, group_size):
 
 
 SET_TEMPERATURE = 0.2  # the set loss's default softmax temperature (model.weak_temperature)
+RUN_GROUP = 8  # cells per run of one class, the run losses' default (model.weak_group)
 
 
 def _cancel_nearest(logits, candidates, n):

@@ -639,7 +639,9 @@ def _weak_group(model_cfg: dict, batch_size: int, replicas: int = 1, multiworker
         raise ConfigError(f'model.weak_objective "{objective}" is not supported with strategy '
                           "multiworker (whole runs per worker are not guaranteed); use strategy "
                           "default or mirrored")
-    group = int(model_cfg.get("weak_group", 8))
+    from .losses import RUN_GROUP
+
+    group = int(model_cfg.get("weak_group", RUN_GROUP))
     replicas = max(1, replicas)
     per_replica = batch_size // replicas
     if batch_size % replicas or per_replica % group or per_replica // group < 2:

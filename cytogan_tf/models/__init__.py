@@ -165,7 +165,9 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     objective = cfg.get("weak_objective", "class")
     _check(objective in WEAK_OBJECTIVES,
            f"model.weak_objective: {objective!r} must be one of {', '.join(WEAK_OBJECTIVES)}")
-    group = cfg.get("weak_group", 8)
+    from ..losses import RUN_GROUP
+
+    group = cfg.get("weak_group", RUN_GROUP)
     _check(isinstance(group, int) and not isinstance(group, bool) and group >= 2 and group % 2 == 0,
            f"model.weak_group: {group!r} must be an even whole number of cells, at least 2 "
            "(each run of one class splits into two halves)")

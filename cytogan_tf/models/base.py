@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from ..losses import SET_TEMPERATURE
+from ..losses import RUN_GROUP, SET_TEMPERATURE
 
 
 def _num_replicas() -> int:
@@ -53,7 +53,7 @@ class BaseGAN(keras.Model):
         weak_weight: float = 1.0,
         n_classes: int = 0,
         weak_objective: str = "class",
-        weak_group: int = 8,
+        weak_group: int = RUN_GROUP,
         weak_cancel: int = 0,
         weak_temperature: float = SET_TEMPERATURE,
         head_blocks=None,

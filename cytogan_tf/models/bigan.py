@@ -129,7 +129,7 @@ class BiGAN(BaseGAN):
                  recon_space="pixels", image_stages=None, encoder_trunk=None,
                  encoder_ssl_weight=1.0, encoder_ssl_views="window", encoder_class_head=None,
                  encoder_weak_weight=1.0, morphology_weight=0.0, morphology_statistics="shape",
-                 encoder_weak_objective="class", encoder_weak_group=8,
+                 encoder_weak_objective="class", encoder_weak_group=losses.RUN_GROUP,
                  encoder_weak_cancel=0, encoder_weak_temperature=losses.SET_TEMPERATURE, **kwargs):
         self.recon_weight = float(recon_weight)
         if self.recon_weight > 0:
@@ -179,7 +179,7 @@ class BiGAN(BaseGAN):
                            recon_space="pixels", ssl="none", ssl_weight=1.0, ssl_temperature=0.2,
                            ssl_objective="nt-xent", head_features="latent", ssl_views="window",
                            latent_from="flatten", weak_labels="none", weak_weight=1.0, n_classes=0,
-                           weak_objective="class", weak_group=8, weak_cancel=0,
+                           weak_objective="class", weak_group=losses.RUN_GROUP, weak_cancel=0,
                            weak_temperature=losses.SET_TEMPERATURE,
                            morphology_weight=0.0, morphology_statistics="shape"):
         gen = build_generator(latent_dim, image_size, widths, norm="batch", act="relu")
