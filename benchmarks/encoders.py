@@ -325,6 +325,11 @@ VARIANTS = {
     # The set loss with the exported weights a moving average over ~the last 200 steps
     # (train.ema_decay): NSC wanders between checkpoints; does the average sit higher?
     "lsgan-set-ms-g16-ema": {**SET_MS_G16, "train": {"head_lr": 3e-4, "ema_decay": 0.995}},
+    # The set loss's own rate (train.head_lr, 3e-4 above; D's trunk learns from it at this
+    # rate): the set loss on the texture plates barely falls by step 650 and more runs per
+    # batch did not help, so does it want bigger updates, or smaller ones?
+    "lsgan-set-ms-g16-hlr6": {**SET_MS_G16, "train": {"head_lr": 6e-4}},
+    "lsgan-set-ms-g16-hlr15": {**SET_MS_G16, "train": {"head_lr": 1.5e-4}},
     "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
                           "weak_objective": "set"},
     "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",
