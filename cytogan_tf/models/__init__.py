@@ -165,7 +165,7 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     objective = cfg.get("weak_objective", "class")
     _check(objective in WEAK_OBJECTIVES,
            f"model.weak_objective: {objective!r} must be one of {', '.join(WEAK_OBJECTIVES)}")
-    from ..losses import RUN_GROUP
+    from ..losses import RUN_GROUP, SET_TEMPERATURE
 
     group = cfg.get("weak_group", RUN_GROUP)
     _check(isinstance(group, int) and not isinstance(group, bool) and group >= 2 and group % 2 == 0,
@@ -177,8 +177,6 @@ def _check_representation(cfg: Mapping[str, Any], arch: str) -> None:
     _check(isinstance(cancel, int) and not isinstance(cancel, bool) and cancel >= 0,
            f"model.weak_cancel: {cancel!r} must be a whole number >= 0 (0: every other class "
            "is a negative)")
-    from ..losses import SET_TEMPERATURE
-
     temperature = cfg.get("weak_temperature", SET_TEMPERATURE)
     _check(isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
            and temperature > 0, f"model.weak_temperature: {temperature!r} must be a positive number")
