@@ -330,6 +330,9 @@ VARIANTS = {
     # batch did not help, so does it want bigger updates, or smaller ones?
     "lsgan-set-ms-g16-hlr6": {**SET_MS_G16, "train": {"head_lr": 6e-4}},
     "lsgan-set-ms-g16-hlr15": {**SET_MS_G16, "train": {"head_lr": 1.5e-4}},
+    # Runs of one compound, its doses mixed (weak_labels "compound"): two halves of a run
+    # share the compound's mechanism but not its dose, so dose-only differences cannot match them.
+    "lsgan-set-ms-g16-compound": {**SET_MS_G16, "weak_labels": "compound"},
     "bigan-shipped-set": {"arch": "bigan", "shipped": True, "weak_labels": "treatment",
                           "weak_objective": "set"},
     "bigan-shipped-set-compound": {"arch": "bigan", "shipped": True, "weak_labels": "compound",
