@@ -282,3 +282,25 @@ def test_each_mirrored_replica_must_get_whole_runs():
     assert _weak_group({"weak_labels": "treatment"}, 64, replicas=4) is None
     with pytest.raises(ConfigError, match="strategy multiworker"):
         _weak_group(model, 64, replicas=2, multiworker=True)
+
+
+def test_the_bundled_set_config_trains_and_exports_its_multiscale_readout(labelled_shards, tmp_path):
+    """configs/lsgan-set.toml, the benchmark's best-gaining option, at tiny widths: the set
+    loss trains (finite), the classes are stored, and the exported encoder is the
+    multiscale readout the set head trained."""
+    from cytogan_tf.config import load_config
+    from cytogan_tf.models.networks import multiscale_dim
+
+    from training_helpers import CROP, TINY_WIDTHS
+
+    cfg = load_config("lsgan-set")
+    assert (cfg["model"]["weak_objective"], cfg["model"]["readout"], cfg["model"]["ssl"]) == ("set", "multiscale", "none")
+    cfg["model"].update(image_size=CROP, latent_dim=8, encoder_dim=8, widths=list(TINY_WIDTHS), weak_group=4)
+    cfg["train"]["batch_size"] = 8
+    run = tmp_path / "run"
+    result = train(cfg, labelled_shards, run, steps=2, precision="float32", seed=1, sample_every=2,
+                   checkpoint_every=2, verbose=0)
+    assert math.isfinite(result.metrics["class_loss"])
+    assert (run / "labels.json").is_file()
+    paths = export_run(run, "set", tmp_path / "exported")
+    assert read_export_metadata(paths["encoder"])["encoder_dim"] == multiscale_dim(TINY_WIDTHS)
