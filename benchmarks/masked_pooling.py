@@ -3,8 +3,9 @@
 The multiscale readout averages each stage over the whole crop, so a larger cell and a
 brighter one raise the same averages. This pools every stage of the trained and the
 untrained network of each seed over the cell's foreground instead (the crop's brightest
-channel above its Otsu threshold, holes filled, as the hand-made features find the
-cell), divided by the foreground's area (`mmean`), with the foreground's standard
+channel above its Otsu threshold, holes filled: the hand-made features' cell threshold,
+without their pick of the component at the centre, so a touching neighbour counts too),
+divided by the foreground's area (`mmean`), with the foreground's standard
 deviation (`mstd`) and maximum (`mmax`), and scores each combination beside the global
 average and max (`avg`, `max`: the multiscale readout itself) through encoders.py's
 profiling and scoring, averaged over the crop's 8 flips and rotations. It trains
@@ -61,41 +62,35 @@ def cells_and_masks(preset_dir: Path):
     return images.astype(np.float32) / 127.5 - 1.0, masks, meta
 
 
-def dihedral(a):
-    for k in range(4):
-        turned = np.rot90(a, k, axes=(1, 2))
-        yield turned
-        yield turned[:, :, ::-1]
-
-
-def stage_statistics(gan, images, masks, batch=256):
-    """{(stage, statistic): [cells, channels]}, averaged over the 8 views."""
+def stage_statistics(gan, images, masks, batch=64):
+    """{(stage, statistic): [cells, channels]}, each the mean over the crop's 8 views
+    (models.views.DihedralViews turns the crop and its mask alike)."""
     import keras
+
+    from cytogan_tf.models.views import N_DIHEDRAL, DihedralViews
 
     enc = gan.encoder
     n = len([layer for layer in enc.layers if layer.name.startswith("d_avgpool")])
     stages = keras.Model(enc.inputs[0], [enc.get_layer(f"d_avgpool{i}").input for i in range(n)])
-    total = {}
-    for view, mask in zip(dihedral(images), dihedral(masks[..., None])):
-        parts = {}
-        for s in range(0, len(view), batch):
-            m = np.ascontiguousarray(mask[s:s + batch])
-            for i, f in enumerate(stages(np.ascontiguousarray(view[s:s + batch]), training=False)):
-                f = np.asarray(f, np.float32)
-                side = f.shape[1]
-                k = m.shape[1] // side
-                fg = m.reshape(len(m), side, k, side, k, 1).mean((2, 4))  # foreground share per cell of the map
-                area = fg.sum((1, 2)) + 1e-3
-                mean = (f * fg).sum((1, 2)) / area
-                var = (f * f * fg).sum((1, 2)) / area - mean ** 2
-                stats = {"avg": f.mean((1, 2)), "max": f.max((1, 2)), "mmean": mean,
-                         "mstd": np.sqrt(np.maximum(var, 0.0)),
-                         "mmax": np.where(fg > 0.25, f, -1e4).max((1, 2))}
-                for name, value in stats.items():
-                    parts.setdefault((i, name), []).append(value)
-        for key, value in parts.items():
-            total[key] = total.get(key, 0.0) + np.concatenate(value) / 8.0
-    return total
+    views = DihedralViews()
+    parts = {}
+    for s in range(0, len(images), batch):
+        m = np.asarray(views(masks[s:s + batch, ..., None]))
+        for i, f in enumerate(stages(views(images[s:s + batch]), training=False)):
+            f = np.asarray(f, np.float32)
+            side = f.shape[1]
+            k = m.shape[1] // side
+            fg = m.reshape(len(m), side, k, side, k, 1).mean((2, 4))  # foreground share per cell of the map
+            area = fg.sum((1, 2)) + 1e-3
+            mean = (f * fg).sum((1, 2)) / area
+            var = (f * f * fg).sum((1, 2)) / area - mean ** 2
+            stats = {"avg": f.mean((1, 2)), "max": f.max((1, 2)), "mmean": mean,
+                     "mstd": np.sqrt(np.maximum(var, 0.0)),
+                     "mmax": np.where(fg > 0.25, f, -1e4).max((1, 2))}
+            for name, value in stats.items():  # [8 b, C], view by view -> [b, C]
+                parts.setdefault((i, name), []).append(
+                    value.reshape(N_DIHEDRAL, -1, value.shape[-1]).mean(0))
+    return {key: np.concatenate(value) for key, value in parts.items()}
 
 
 def scored(stats, meta, statistics):

@@ -230,12 +230,13 @@ def test_every_shipped_config_builds_trains_and_reads_out(name):
     # `cytogan train --config wgan` once failed here: the config set model.views and the
     # WGAN builder did not take it. Every shipped [model] must build as written.
     from cytogan_tf.config import load_config
+    from cytogan_tf.models.class_head import GROUPED_OBJECTIVES
 
     model_cfg = {**load_config(name)["model"], **TINY}
     model_cfg.pop("n_classes", None)
     if model_cfg.get("weak_labels", "none") != "none":
         model_cfg["n_classes"] = 3
-        if model_cfg.get("weak_objective") in ("set", "set_class"):
+        if model_cfg.get("weak_objective") in GROUPED_OBJECTIVES:
             model_cfg["weak_group"] = 2  # the batch of 4 below in two runs of one class
     if model_cfg["arch"] == "wgan":
         model_cfg["n_critic"] = 1
