@@ -39,12 +39,22 @@ def demo_config(arch: str | None = None, overrides: dict | None = None) -> dict:
     return cfg
 
 
-def model_config(demo_cfg: dict) -> dict:
-    """The arch's own config with the demo's [model]/[train] overrides on top."""
+def arch_config_name(demo_cfg: dict) -> str:
+    """The bundled config the demo trains for its arch: `[demo.configs]` names one per
+    arch (LSGAN trains with the set loss), any other arch trains its own config."""
     arch = demo_cfg["demo"]["arch"]
+    name = str(demo_cfg["demo"].get("configs", {}).get(arch, arch))
+    found = load_config(name)["model"].get("arch")
+    if found != arch:
+        raise ConfigError(f"demo.configs.{arch}: config {name!r} trains {found!r}, not {arch!r}")
+    return name
+
+
+def model_config(demo_cfg: dict) -> dict:
+    """The arch's config (`arch_config_name`) with the demo's [model]/[train] overrides on top."""
     flat = {f"{section}.{k}": v for section in ("model", "train")
             for k, v in demo_cfg.get(section, {}).items()}
-    cfg = apply_overrides(load_config(arch), flat)
+    cfg = apply_overrides(load_config(arch_config_name(demo_cfg)), flat)
     cfg["model"]["image_size"] = int(demo_cfg["prepare"]["crop_size"])
     return cfg
 
@@ -120,7 +130,7 @@ def run_demo(out, *, arch: str | None = None, seed: int = 0, steps: int | None =
         else:  # a resume with one step left: its only step traces the graph and is not timed
             echo(f"   step {result.step}, {result.precision} (too few steps to time)")
         return result
-    stage(f"train: {d['arch']} for {total} steps", fit)
+    stage(f"train: {d['arch']} (configs/{arch_config_name(cfg)}.toml) for {total} steps", fit)
 
     # 4. export the generator and encoder SavedModels (a new version each time)
     def export():

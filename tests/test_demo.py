@@ -3,12 +3,14 @@
 import json
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 TINY = ["--steps", "3", "--quiet", "--seed", "1",
         "--set", "prepare.crop_size=32", "--set", "model.widths=[16,8,8,4]",
-        "--set", "train.batch_size=16", "--set", "train.sample_every=3"]
+        # 32: the demo's LSGAN (configs/lsgan-set.toml) needs 2 runs of 16 cells per batch
+        "--set", "train.batch_size=32", "--set", "train.sample_every=3"]
 
 
 def test_demo_runs_the_whole_study(tmp_path):
@@ -64,3 +66,25 @@ def test_demo_runs_the_whole_study(tmp_path):
     other = runner.invoke(cli, ["demo", "--out", str(out), *TINY[:3], "--seed", "2", *TINY[5:]])
     assert other.exit_code == 1
     assert "made with --seed 1" in other.output and "--seed 2" in other.output
+
+
+def test_each_arch_trains_the_config_demo_configs_names_with_the_demo_overrides():
+    from cytogan_tf.demo import demo_config, model_config
+    from cytogan_tf.errors import ConfigError
+
+    demo = demo_config()
+    lsgan = model_config(demo)
+    # LSGAN: configs/lsgan-set.toml (the set loss on weak treatment labels) at the demo's sizes
+    assert lsgan["model"]["weak_objective"] == "set" and lsgan["model"]["weak_labels"] == "treatment"
+    assert lsgan["model"]["widths"] == demo["model"]["widths"]
+    assert lsgan["train"]["steps"] == demo["train"]["steps"]
+    assert lsgan["model"]["image_size"] == demo["prepare"]["crop_size"]
+    # an arch [demo.configs] does not name trains its own config (BEGAN has no weak keys)
+    began = model_config(demo_config("began"))
+    assert began["model"]["arch"] == "began" and "weak_objective" not in began["model"]
+    # --set demo.configs.lsgan=lsgan trains the contrastive LSGAN instead
+    contrastive = model_config(demo_config(overrides={"demo.configs.lsgan": "lsgan"}))
+    assert contrastive["model"]["ssl"] == "contrastive"
+    # a config of another arch is refused, naming the key
+    with pytest.raises(ConfigError, match="demo.configs.lsgan: config 'wgan' trains 'wgan'"):
+        model_config(demo_config(overrides={"demo.configs.lsgan": "wgan"}))

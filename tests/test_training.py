@@ -120,25 +120,31 @@ def test_train_cli_rejects_bad_options_before_writing(shards, tmp_path):
         assert not run.exists()
 
 
-def test_train_cli_takes_the_crop_size_from_the_shards_and_stores_its_options(shards, tmp_path):
+def test_train_cli_takes_the_crop_size_from_the_shards_and_stores_its_options(tmp_path):
     from click.testing import CliRunner
 
     from cytogan_tf.cli.main import cli
+    from cytogan_tf.demo import arch_config_name
 
     run = tmp_path / "run"
-    small = ["--set", "model.widths=[16,8,8,4]", "--set", "train.batch_size=8", "--quiet"]
-    res = CliRunner().invoke(cli, ["train", "--config", "demo", "--data", str(shards), "--out", str(run),
+    # the demo's LSGAN learns from weak treatment labels in runs of 16: a cell table, batch 32
+    labelled = write_tiny_shards(tmp_path / "shards", compounds=["A", "B"])
+    small = ["--set", "model.widths=[16,8,8,4]", "--set", "train.batch_size=32", "--quiet"]
+    res = CliRunner().invoke(cli, ["train", "--config", "demo", "--data", str(labelled), "--out", str(run),
                                    "--steps", "2", "--sample-every", "1", "--checkpoint-every", "2",
                                    "--log-every", "1", *small])
     assert res.exit_code == 0, res.output
     cfg = load_config(run / "config.toml")
     # --config demo trains the demo's model (its arch config + the demo's overrides) at the shards' size
     assert cfg["model"]["arch"] == load_config("demo")["demo"]["arch"] and cfg["model"]["image_size"] == CROP
-    # ... with the arch config's training keys the demo does not override (LSGAN's head rate)
-    assert cfg["train"]["head_lr"] == load_config(cfg["model"]["arch"])["train"]["head_lr"] > 0
+    # ... from the config [demo.configs] names for it, with the training keys the demo does
+    # not override (the head's rate) and its weak-label keys
+    bundled = load_config(arch_config_name(load_config("demo")))
+    assert cfg["train"]["head_lr"] == bundled["train"]["head_lr"] > 0
+    assert cfg["model"]["weak_objective"] == bundled["model"]["weak_objective"]
     assert (cfg["train"]["sample_every"], cfg["train"]["checkpoint_every"], cfg["train"]["log_every"]) == (1, 2, 1)
     assert len(list((run / "samples").glob("*.png"))) == 2
-    res = CliRunner().invoke(cli, ["train", "--data", str(shards), "--out", str(run), "--resume",
+    res = CliRunner().invoke(cli, ["train", "--data", str(labelled), "--out", str(run), "--resume",
                                    "--steps", "3", "--quiet"])
     assert res.exit_code == 0, res.output
     assert len(list((run / "samples").glob("*.png"))) == 3  # resume kept --sample-every 1
