@@ -20,6 +20,7 @@ about 1/sqrt(draws) where one draw's 48 queries cannot decide a target.
     python benchmarks/encoder_stats.py --workdir /tmp/enc --preset demo \
         --variant bigan-ssl-z-w3 --readout "hidden dihedral" --seeds 0,1,2
     python benchmarks/encoder_stats.py --workdir /tmp/enc,/tmp/enc-ds1 --preset demo ...
+    python benchmarks/encoder_stats.py ... --readout "multiscale dihedral+texture dihedral"
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
-from encoders import evaluate_cells, evaluate_combined, handmade_path, table_path  # noqa: E402
+from encoders import evaluate_cells, evaluate_joined, handmade_path, table_path  # noqa: E402
 
 QUERY = ["Metadata_Compound", "Metadata_Concentration"]
 
@@ -45,7 +46,9 @@ def parse_args(argv=None):
                         "comma-separated, whose queries are pooled")
     p.add_argument("--preset", required=True)
     p.add_argument("--variant", required=True)
-    p.add_argument("--readout", default="hidden dihedral", help="the features key without trained/untrained")
+    p.add_argument("--readout", default="hidden dihedral",
+                   help="the features key without trained/untrained; 'a+b' joins two readouts' "
+                        "profiles (each normalised alone, as `cytogan combine` joins feature sets)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--mode", default="nsc", choices=("nsc", "nscb"))
     p.add_argument("--resamples", type=int, default=10000)
@@ -78,13 +81,19 @@ def draw_hits(args, work: Path) -> pd.DataFrame:
     seeds = [int(s) for s in args.seeds.split(",")]
     columns = {"hand-made": query_hits(evaluate_cells(hand, args.normalize), args.mode)}
     per_seed = {"untrained": [], "trained": [], "hand-made (+) trained": []}
+    readouts = args.readout.split("+")  # "a+b": the readouts' profiles joined
     for seed in seeds:
         for kind in ("untrained", "trained"):
-            cells = read_table(table_path(work, args.preset, args.variant, seed, f"{kind} {args.readout}"))
-            per_seed[kind].append(query_hits(evaluate_cells(cells, args.normalize), args.mode))
+            tables = {r: read_table(table_path(work, args.preset, args.variant, seed, f"{kind} {r}"))
+                      for r in readouts}
+            if len(tables) == 1:
+                result = evaluate_cells(tables[readouts[0]], args.normalize)
+            else:
+                result = evaluate_joined(tables, args.normalize)
+            per_seed[kind].append(query_hits(result, args.mode))
             if kind == "trained":
                 per_seed["hand-made (+) trained"].append(
-                    query_hits(evaluate_combined(hand, cells, args.normalize), args.mode))
+                    query_hits(evaluate_joined({**tables, "hand-made": hand}, args.normalize), args.mode))
     for name, hits in per_seed.items():
         columns[name] = pd.concat(hits, axis=1).mean(axis=1)
     return pd.DataFrame(columns)

@@ -431,13 +431,17 @@ def evaluate_combined(handmade, encoded, normalize="tvn") -> dict:
     """Hand-made (+) encoder: each set normalised alone, z-scored, / sqrt(width), joined
     at the well level (cytogan_tf.combine, as `cytogan combine` does); evaluate_table's
     result (per-query predictions included)."""
+    return evaluate_joined({"enc": encoded, "hand": handmade}, normalize)
+
+
+def evaluate_joined(cell_tables: dict, normalize="tvn") -> dict:
+    """Several per-cell feature tables (name -> table) joined as evaluate_combined joins two."""
     from cytogan_tf.combine import combine_well_profiles
     from cytogan_tf.evaluation import evaluate_table
     from cytogan_tf.profiling import aggregate_treatments, build_profiles
 
-    wells = combine_well_profiles({
-        "enc": build_profiles(encoded, normalize=normalize)["wells_mean"],
-        "hand": build_profiles(handmade, normalize=normalize)["wells_mean"]})
+    wells = combine_well_profiles({name: build_profiles(cells, normalize=normalize)["wells_mean"]
+                                   for name, cells in cell_tables.items()})
     return evaluate_table(aggregate_treatments(wells, "mean"))
 
 
