@@ -44,7 +44,10 @@ def arch_config_name(demo_cfg: dict) -> str:
     arch (LSGAN trains with the set loss), any other arch trains its own config."""
     arch = demo_cfg["demo"]["arch"]
     name = str(demo_cfg["demo"].get("configs", {}).get(arch, arch))
-    found = load_config(name)["model"].get("arch")
+    try:
+        found = load_config(name)["model"].get("arch")
+    except ConfigError as exc:
+        raise ConfigError(f"demo.configs.{arch}: {exc}") from None
     if found != arch:
         raise ConfigError(f"demo.configs.{arch}: config {name!r} trains {found!r}, not {arch!r}")
     return name
@@ -74,6 +77,9 @@ def run_demo(out, *, arch: str | None = None, seed: int = 0, steps: int | None =
     if steps is not None:
         cfg["train"]["steps"] = int(steps)
     d = cfg["demo"]
+    # the model's config first: a bad --set or [demo.configs] entry stops before any stage runs
+    train_cfg = model_config(cfg)
+    total = int(train_cfg["train"]["steps"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     res = DemoResult(out=out)
@@ -113,8 +119,6 @@ def run_demo(out, *, arch: str | None = None, seed: int = 0, steps: int | None =
     stage("prepare: segment cells, crop, write TFRecord shards", prep)
 
     # 3. train (resumes an interrupted run)
-    train_cfg = model_config(cfg)
-    total = int(train_cfg["train"]["steps"])
 
     def fit():
         from .training import read_run_info

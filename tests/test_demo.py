@@ -68,7 +68,8 @@ def test_demo_runs_the_whole_study(tmp_path):
     assert "made with --seed 1" in other.output and "--seed 2" in other.output
 
 
-def test_each_arch_trains_the_config_demo_configs_names_with_the_demo_overrides():
+def test_each_arch_trains_the_config_demo_configs_names_with_the_demo_overrides(tmp_path):
+    from cytogan_tf.cli.main import cli
     from cytogan_tf.demo import demo_config, model_config
     from cytogan_tf.errors import ConfigError
 
@@ -88,3 +89,10 @@ def test_each_arch_trains_the_config_demo_configs_names_with_the_demo_overrides(
     # a config of another arch is refused, naming the key
     with pytest.raises(ConfigError, match="demo.configs.lsgan: config 'wgan' trains 'wgan'"):
         model_config(demo_config(overrides={"demo.configs.lsgan": "wgan"}))
+    with pytest.raises(ConfigError, match="demo.configs.lsgan: unknown config 'lsgan-sett'"):
+        model_config(demo_config(overrides={"demo.configs.lsgan": "lsgan-sett"}))
+    # ... by `cytogan demo` before any stage writes anything
+    bad = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--quiet",
+                                   "--set", "demo.configs.lsgan=lsgan-sett"])
+    assert bad.exit_code == 1 and "demo.configs.lsgan: unknown config" in bad.output
+    assert not (tmp_path / "demo").exists()
