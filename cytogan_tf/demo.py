@@ -45,9 +45,11 @@ def arch_config_name(demo_cfg: dict) -> str:
     arch = demo_cfg["demo"]["arch"]
     name = str(demo_cfg["demo"].get("configs", {}).get(arch, arch))
     try:
-        found = load_config(name)["model"].get("arch")
+        found = load_config(name).get("model", {}).get("arch")  # data configs have no [model]
     except ConfigError as exc:
         raise ConfigError(f"demo.configs.{arch}: {exc}") from None
+    if found is None:
+        raise ConfigError(f"demo.configs.{arch}: config {name!r} has no [model] arch to train")
     if found != arch:
         raise ConfigError(f"demo.configs.{arch}: config {name!r} trains {found!r}, not {arch!r}")
     return name
@@ -118,8 +120,7 @@ def run_demo(out, *, arch: str | None = None, seed: int = 0, steps: int | None =
         echo("   " + result.summary().replace("\n", "\n   "))
     stage("prepare: segment cells, crop, write TFRecord shards", prep)
 
-    # 3. train (resumes an interrupted run)
-
+    # 3. train (resumes an interrupted run; train_cfg was resolved above)
     def fit():
         from .training import read_run_info
 

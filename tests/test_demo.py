@@ -89,6 +89,8 @@ def test_each_arch_trains_the_config_demo_configs_names_with_the_demo_overrides(
     # a config of another arch is refused, naming the key
     with pytest.raises(ConfigError, match="demo.configs.lsgan: config 'wgan' trains 'wgan'"):
         model_config(demo_config(overrides={"demo.configs.lsgan": "wgan"}))
+    with pytest.raises(ConfigError, match="demo.configs.lsgan: config 'synth' has no \\[model\\] arch"):
+        model_config(demo_config(overrides={"demo.configs.lsgan": "synth"}))  # a data config
     with pytest.raises(ConfigError, match="demo.configs.lsgan: unknown config 'lsgan-sett'"):
         model_config(demo_config(overrides={"demo.configs.lsgan": "lsgan-sett"}))
     # ... by `cytogan demo` before any stage writes anything
